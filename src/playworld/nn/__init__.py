@@ -1,0 +1,1 @@
+"""Shared neural building blocks: written once, used by every playworld model."""

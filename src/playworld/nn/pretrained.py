@@ -1,0 +1,156 @@
+"""One artifact format for every playworld model: a folder with ``config.json`` + ``model.safetensors``.
+
+Every model config subclasses :class:`ModelConfig` (a dataclass, validated in
+``__post_init__``), and every model subclasses :class:`PretrainedModel`, which gives it
+``save_pretrained(path)`` / ``from_pretrained(path)`` in the spirit of huggingface_hub's
+``PyTorchModelHubMixin`` (never pickle). ``config.json`` carries a ``model_type`` so a folder
+holding another kind of model is rejected with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from playworld.errors import PlayworldError
+from playworld.utils import atomic_dir
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+C = TypeVar("C", bound="ModelConfig")
+M = TypeVar("M", bound="PretrainedModel")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Base for model configs: JSON round-trip and named presets.
+
+    Subclasses set ``model_type`` (a ClassVar) and may define ``PRESETS``: a dict from preset
+    name to keyword overrides.
+    """
+
+    model_type: ClassVar[str] = "base"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        d = dict(d)
+        mt = d.pop("model_type", cls.model_type)
+        if mt != cls.model_type:
+            raise PlayworldError(
+                f"this config is for a '{mt}' model, not a '{cls.model_type}'; "
+                f"point at a folder saved by a {cls.model_type} model."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise PlayworldError(
+                f"{cls.__name__} has no field(s) {unknown}; the folder was written by another "
+                "playworld version or is not a playworld model."
+            )
+        # JSON turns tuples into lists; give tuple fields their tuples back.
+        for f in dataclasses.fields(cls):
+            if f.name in d and isinstance(d[f.name], list) and "tuple" in str(f.type):
+                d[f.name] = tuple(d[f.name])
+        return cls(**d)
+
+    @classmethod
+    def preset(cls: type[C], name: str, **overrides: Any) -> C:
+        """The named preset (e.g. ``tiny``), with optional field overrides."""
+        if name not in cls.PRESETS:
+            raise PlayworldError(
+                f"unknown preset '{name}' for {cls.__name__}; valid presets: {sorted(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``config.json`` from a model folder, with clear errors."""
+    p = Path(path)
+    cfg_path = p / CONFIG_NAME if p.is_dir() else p
+    if not cfg_path.exists():
+        raise PlayworldError(f"{p} is not a playworld model folder: {CONFIG_NAME} is missing.")
+    try:
+        return json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise PlayworldError(f"{cfg_path} is not valid JSON ({e}); the model folder is corrupt.") from e
+
+
+class PretrainedModel(nn.Module):
+    """A module with ``config`` and folder save/load (config.json + model.safetensors)."""
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write the folder atomically. ``dtype`` (e.g. bf16) shrinks float weights on disk."""
+        path = Path(path)
+        state = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            state[k] = v.contiguous()
+        with atomic_dir(path, overwrite=True) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            # Shared tensors (tied weights) must be cloned for safetensors.
+            seen: dict[int, str] = {}
+            for k, v in list(state.items()):
+                ptr = v.untyped_storage().data_ptr()
+                if ptr in seen:
+                    state[k] = v.clone()
+                seen[ptr] = k
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.config.model_type})
+        return path
+
+    @classmethod
+    def from_pretrained(cls: type[M], path: str | os.PathLike, map_location: str = "cpu") -> M:
+        """Load a folder written by :meth:`save_pretrained`; rejects other models clearly."""
+        path = Path(path)
+        if not path.is_dir():
+            raise PlayworldError(f"{path} does not exist or is not a folder; expected a saved model folder.")
+        d = read_config_json(path)
+        mt = d.get("model_type")
+        if mt != cls.config_class.model_type:
+            raise PlayworldError(
+                f"{path} holds a '{mt}' model, not a '{cls.config_class.model_type}'; "
+                "check which folder you passed."
+            )
+        config = cls.config_class.from_dict(d)
+        model = cls(config)
+        wpath = path / WEIGHTS_NAME
+        if not wpath.exists():
+            raise PlayworldError(f"{path} has no {WEIGHTS_NAME}; the model folder is incomplete.")
+        try:
+            state = load_file(str(wpath), device=map_location)
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise PlayworldError(f"{wpath} could not be read ({e}); the file is corrupt or truncated.") from e
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise PlayworldError(
+                f"{wpath} does not match {cls.__name__}(config): missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}."
+            )
+        return model.to(map_location)

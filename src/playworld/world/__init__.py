@@ -1,0 +1,1 @@
+"""Genie's world model, in data-flow order: tokenizer -> latent actions -> dynamics -> World."""
