@@ -1,0 +1,301 @@
+"""What is on the table and how it is drawn: colours, shapes, the robot, tray, glyph markers, camera.
+
+Everything here is geometry and PyBullet bookkeeping; *which* objects go where, and what the
+robot is asked to do, is decided in :mod:`playworld.envs.tabletop.tasks`.
+
+World frame: the Panda's base sits at the origin on the table top (``z = 0``) and faces +x.
+"Left" is +y and "far from the robot" is +x, both from the robot's point of view; the camera
+is placed so that image-left is the robot's left and image-up is away from the robot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# -- catalogue ---------------------------------------------------------------------------------
+
+#: Object colours (RGB in [0, 1]). ``pink`` and ``cyan`` appear only as new distractors in the
+#: ``unseen-objects`` suite.
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.86, 0.12, 0.10),
+    "green": (0.15, 0.68, 0.22),
+    "blue": (0.12, 0.30, 0.92),
+    "yellow": (0.96, 0.84, 0.10),
+    "purple": (0.55, 0.22, 0.78),
+    "orange": (1.00, 0.50, 0.05),
+    "pink": (1.00, 0.55, 0.75),
+    "cyan": (0.10, 0.85, 0.88),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One kind of object. Lengths in metres."""
+
+    kind: str
+    """PyBullet primitive: ``box``, ``cylinder`` or ``sphere``."""
+    size: tuple[float, ...]
+    """Box half extents (x, y, z); cylinder (radius, height); sphere (radius,)."""
+    mass: float
+    graspable: bool
+    """The Panda gripper (8 cm opening) can pick it up."""
+    supports: bool
+    """Something can be stacked on it (a flat top)."""
+    pushable: bool
+    """The push expert can slide it reliably (balls roll away, cans tip over); ``push`` tasks
+    on graspable objects that are not pushable are solved by carrying them."""
+
+    @property
+    def half_height(self) -> float:
+        """Height of the centre above the table when the object rests on it."""
+        if self.kind == "box":
+            return self.size[2]
+        if self.kind == "cylinder":
+            return self.size[1] / 2
+        return self.size[0]
+
+    @property
+    def radius(self) -> float:
+        """Radius of the footprint circle (for placing objects apart)."""
+        if self.kind == "box":
+            return math.hypot(self.size[0], self.size[1])
+        return self.size[0]
+
+    @property
+    def grasp_height(self) -> float:
+        """Height of the gripper's grasp point above the table when grasping this object."""
+        # Tall objects are held near the top so the fingertips stay clear of the table.
+        return max(0.5 * self.half_height, 2 * self.half_height - 0.025)
+
+
+SHAPES: dict[str, Shape] = {
+    "cube": Shape("box", (0.02, 0.02, 0.02), 0.08, graspable=True, supports=True, pushable=True),
+    # a can tips over when the (tapered) fingers push it: it is carried instead
+    "can": Shape("cylinder", (0.021, 0.07), 0.08, graspable=True, supports=True, pushable=False),
+    "ball": Shape("sphere", (0.022,), 0.05, graspable=True, supports=False, pushable=False),
+    "plate": Shape("cylinder", (0.05, 0.012), 0.12, graspable=False, supports=True, pushable=True),
+    # new distractor shape, only in the unseen-objects suite
+    "bar": Shape("box", (0.045, 0.014, 0.014), 0.06, graspable=False, supports=False, pushable=False),
+}
+
+TABLE_COLOR = (0.78, 0.70, 0.58)
+ROBOT_COLOR = (0.92, 0.92, 0.94)
+HAND_COLOR = (0.25, 0.25, 0.28)
+
+#: Tray: inner half size, wall thickness and height (metres).
+TRAY_INNER_HALF = 0.075
+TRAY_WALL = 0.01
+TRAY_HEIGHT = 0.03
+TRAY_FLOOR = 0.006
+
+#: Glyph markers: square stickers on the table with a digit or letter on them.
+MARKER_HALF = 0.04
+
+#: Panda joint indices (see franka_panda/panda.urdf in pybullet_data).
+ARM_JOINTS = tuple(range(7))
+FINGER_JOINTS = (9, 10)
+FINGER_LINKS = (9, 10)
+EE_LINK = 11  # panda_grasptarget: the point midway between the fingertips
+ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
+FINGER_OPEN = 0.04  # per finger, metres
+# Gentle fingers: 2 x 15 N with friction 0.9 holds a 80 g object many times over, and a firm
+# squeeze on a slightly rotated cube would store energy that flings it away on release.
+FINGER_FORCE = 15.0
+FINGER_SPEED = 0.25  # m/s
+ARM_REST = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785)
+
+#: Gripper pointing straight down with yaw 0: the orientation every episode starts from and
+#: the reference for the rotation part of the state.
+HOME_ORN = (1.0, 0.0, 0.0, 0.0)  # quaternion (x, y, z, w) = 180 degrees about x
+HOME_POS = (0.45, 0.0, 0.25)
+
+
+# -- robot -------------------------------------------------------------------------------------
+
+_tmp_dir: Path | None = None
+
+
+def _scratch_dir() -> Path:
+    """A per-process temporary folder for generated URDF/textures, removed at exit."""
+    global _tmp_dir
+    if _tmp_dir is None:
+        _tmp_dir = Path(tempfile.mkdtemp(prefix="playworld-tabletop-"))
+        atexit.register(shutil.rmtree, _tmp_dir, True)
+    return _tmp_dir
+
+
+def panda_urdf() -> str:
+    """Path to a Panda URDF whose *visual* meshes are its (much coarser) collision meshes.
+
+    The stock visual meshes have ~10x the triangles and make TinyRenderer ~7x slower; the
+    collision hulls read fine at 128 px.
+    """
+    path = _scratch_dir() / "panda_fast.urdf"
+    if not path.exists():
+        import pybullet_data
+
+        root = Path(pybullet_data.getDataPath()) / "franka_panda"
+        text = (root / "panda.urdf").read_text()
+        text = text.replace("package://meshes/visual/", "package://meshes/collision/")
+        text = text.replace("package://meshes/", f"{root}/meshes/")
+        path.write_text(text)
+    return str(path)
+
+
+def load_robot(pb) -> int:
+    """Load the Panda (fixed base at the origin), colour it, and return its body id."""
+    robot = pb.loadURDF(panda_urdf(), useFixedBase=True, flags=pb.URDF_ENABLE_CACHED_GRAPHICS_SHAPES)
+    for link in range(-1, pb.getNumJoints(robot)):
+        color = HAND_COLOR if link >= 8 else ROBOT_COLOR
+        pb.changeVisualShape(robot, link, rgbaColor=(*color, 1.0))
+    for link in FINGER_LINKS:
+        pb.changeDynamics(robot, link, lateralFriction=1.5, spinningFriction=0.01, frictionAnchor=True)
+    return robot
+
+
+# -- static scene ------------------------------------------------------------------------------
+
+
+def add_table(pb) -> int:
+    """A large box whose top face is the plane z = 0."""
+    half = (0.55, 0.6, 0.05)
+    center = (0.35, 0.0, -half[2])
+    col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half)
+    vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=(*TABLE_COLOR, 1.0))
+    table = pb.createMultiBody(0, col, vis, basePosition=center)
+    pb.changeDynamics(table, -1, lateralFriction=0.5)
+    return table
+
+
+def add_object(pb, shape_name: str, color: str, xy: tuple[float, float], yaw: float) -> int:
+    """Create one object resting on the table; returns its body id."""
+    shape = SHAPES[shape_name]
+    rgba = (*COLORS[color], 1.0)
+    if shape.kind == "box":
+        col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=shape.size)
+        vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=shape.size, rgbaColor=rgba)
+    elif shape.kind == "cylinder":
+        r, h = shape.size
+        col = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=r, height=h)
+        vis = pb.createVisualShape(pb.GEOM_CYLINDER, radius=r, length=h, rgbaColor=rgba)
+    else:
+        col = pb.createCollisionShape(pb.GEOM_SPHERE, radius=shape.size[0])
+        vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=shape.size[0], rgbaColor=rgba)
+    orn = pb.getQuaternionFromEuler((0.0, 0.0, yaw))
+    body = pb.createMultiBody(shape.mass, col, vis, basePosition=(xy[0], xy[1], shape.half_height), baseOrientation=orn)
+    # Friction with the table (0.6 x 0.5) is low enough that a can pushed low slides instead
+    # of tipping over; rolling friction keeps balls from rolling off the table.
+    pb.changeDynamics(
+        body, -1, lateralFriction=0.6, spinningFriction=0.002, rollingFriction=0.002, linearDamping=0.2, angularDamping=0.2
+    )
+    return body
+
+
+def add_tray(pb, color: str, xy: tuple[float, float]) -> int:
+    """A fixed, open-topped square tray: a floor and four walls, one rigid body."""
+    inner, wall, height, floor = TRAY_INNER_HALF, TRAY_WALL, TRAY_HEIGHT, TRAY_FLOOR
+    outer = inner + wall
+    halves = [
+        (outer, outer, floor / 2),
+        (wall / 2, outer, height / 2),
+        (wall / 2, outer, height / 2),
+        (inner, wall / 2, height / 2),
+        (inner, wall / 2, height / 2),
+    ]
+    offsets = [
+        (0, 0, floor / 2),
+        (inner + wall / 2, 0, height / 2),
+        (-inner - wall / 2, 0, height / 2),
+        (0, inner + wall / 2, height / 2),
+        (0, -inner - wall / 2, height / 2),
+    ]
+    rgba = (*COLORS[color], 1.0)
+    col = pb.createCollisionShapeArray([pb.GEOM_BOX] * 5, halfExtents=halves, collisionFramePositions=offsets)
+    vis = pb.createVisualShapeArray(
+        [pb.GEOM_BOX] * 5, halfExtents=halves, visualFramePositions=offsets, rgbaColors=[rgba] * 5
+    )
+    body = pb.createMultiBody(0, col, vis, basePosition=(xy[0], xy[1], 0.0))
+    pb.changeVisualShape(body, -1, rgbaColor=rgba)
+    return body
+
+
+def glyph_texture_path(glyph: str, size: int = 64) -> str:
+    """A PNG of ``glyph`` (black on white) in the scratch folder, drawn once per process."""
+    path = _scratch_dir() / f"glyph_{ord(glyph)}.png"
+    if not path.exists():
+        from PIL import Image, ImageDraw, ImageFont
+
+        img = Image.new("RGB", (size, size), (250, 250, 245))
+        draw = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=int(size * 0.8))
+        draw.text((size / 2, size / 2), glyph, fill=(10, 10, 10), font=font, anchor="mm")
+        draw.rectangle((1, 1, size - 2, size - 2), outline=(10, 10, 10), width=2)
+        img.save(path)
+    return str(path)
+
+
+def add_marker(pb, glyph: str, xy: tuple[float, float]) -> int:
+    """A flat square sticker with ``glyph`` printed on it (visual only: objects slide over it)."""
+    h = MARKER_HALF
+    # A textured quad whose UVs put the glyph's top towards +x and its left towards +y, so it
+    # reads upright in the camera image (TinyRenderer's v axis points up the texture).
+    vertices = [(-h, -h, 0.0), (h, -h, 0.0), (h, h, 0.0), (-h, h, 0.0)]
+    uvs = [(1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]
+    vis = pb.createVisualShape(
+        pb.GEOM_MESH,
+        vertices=vertices,
+        indices=[0, 1, 2, 0, 2, 3],
+        uvs=uvs,
+        normals=[(0, 0, 1)] * 4,
+    )
+    body = pb.createMultiBody(0, -1, vis, basePosition=(xy[0], xy[1], 0.0008))
+    tex = pb.loadTexture(glyph_texture_path(glyph))
+    pb.changeVisualShape(body, -1, textureUniqueId=tex, rgbaColor=(1, 1, 1, 1))
+    return body
+
+
+# -- camera ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A fixed pinhole camera above the far edge of the table, looking down at the workspace.
+
+    It is mounted "upside down" (image-up is +x, away from the robot), so the image reads like
+    the robot's own view: the robot at the bottom, the robot's left on the image's left, and
+    nothing of the arm between the camera and the objects except the hand.
+    """
+
+    eye: tuple[float, float, float] = (0.95, 0.0, 1.05)
+    target: tuple[float, float, float] = (0.47, 0.0, 0.0)
+    up: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    fov_deg: float = 40.0
+    near: float = 0.05
+    far: float = 3.0
+
+
+def render(pb, camera: Camera, width: int, height: int) -> np.ndarray:
+    """RGB uint8 (height, width, 3) with TinyRenderer (CPU; no shadows, no segmentation)."""
+    view = pb.computeViewMatrix(camera.eye, camera.target, camera.up)
+    proj = pb.computeProjectionMatrixFOV(camera.fov_deg, width / height, camera.near, camera.far)
+    _, _, rgba, _, _ = pb.getCameraImage(
+        width,
+        height,
+        view,
+        proj,
+        renderer=pb.ER_TINY_RENDERER,
+        shadow=0,
+        lightDirection=(0.4, 0.2, 1.0),
+        lightAmbientCoeff=0.6,
+        lightDiffuseCoeff=0.5,
+        lightSpecularCoeff=0.05,
+        flags=pb.ER_NO_SEGMENTATION_MASK,
+    )
+    return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3].copy()

@@ -1,0 +1,205 @@
+"""The latent action model (LAM): discovers a few discrete actions from action-free video.
+
+Genie (arXiv 2402.15391, Sec. 2.1): an encoder sees frames x_1..x_t+1 and emits one continuous
+latent per transition, quantised by a codebook of only |A| = 8 codes; a decoder must reconstruct
+x_t+1 from x_1..x_t and the code, so the code is forced to carry what changed that the past
+cannot predict, i.e. the action. Genie found pixel input better than token input (Table 2), so
+this model reads pixels. Only the codebook indices are used after training: they label videos
+for the dynamics model, and at play time the user picks one.
+
+How it is built here:
+- Encoder: patchify (Genie: patch 16) -> an ST transformer (temporally causal) over all T
+  frames, each frame's patches preceded by a learned *action query* token. The query's output at
+  frame t+1 (which sees frames <= t+1) is projected to ``code_dim``: the latent of t -> t+1.
+- VQ with the anti-collapse measures of :mod:`playworld.nn.vq` (LAM codebook collapse is the
+  known pitfall): L2-normalised low-dimensional codes, data init and dead-code restarts; and
+  the latents are batch-standardised before quantisation (see ``encode_latents``).
+- Decoder: an ST transformer over the patches of frames 0..T-2, with the embedded code of
+  t -> t+1 added to every patch of frame t; it predicts frame t+1 as a residual on frame t, so
+  its capacity goes to what changes. 8 codes = 3 bits per step: too few to smuggle the frame.
+
+Presets (parameters; 64x64 frames):
+    tiny   ~1.6M  patch 8, enc 4 x 128, dec 4 x 128
+    small  ~25M   patch 16, enc 8 x 384, dec 8 x 384
+    base   ~300M  patch 16, enc 10 x 1024, dec 10 x 1024 (Genie's LAM size)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from playworld.errors import PlayworldError
+from playworld.nn.pretrained import ModelConfig, PretrainedModel
+from playworld.nn.st_transformer import STTransformer, init_weights
+from playworld.nn.vq import VectorQuantizer
+
+
+@dataclass
+class LatentActionConfig(ModelConfig):
+    """Configuration of :class:`LatentActionModel`."""
+
+    model_type: ClassVar[str] = "latent_action_model"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(patch_size=8, dim=128, enc_depth=4, dec_depth=4, head_dim=32),
+        "small": dict(patch_size=16, dim=384, enc_depth=8, dec_depth=8, head_dim=64),
+        "base": dict(patch_size=16, dim=1024, enc_depth=10, dec_depth=10, head_dim=64),
+    }
+
+    image_size: tuple[int, int] = (64, 64)
+    """Frame (height, width) in pixels; both must be multiples of ``patch_size``."""
+    channels: int = 3
+    """Colour channels of the frames."""
+    patch_size: int = 16
+    """Side of the square pixel patch that becomes one token (Genie: 16)."""
+    dim: int = 128
+    """Width of encoder and decoder."""
+    enc_depth: int = 4
+    """Encoder ST blocks."""
+    dec_depth: int = 4
+    """Decoder ST blocks."""
+    head_dim: int = 32
+    """Channels per attention head; must divide ``dim``."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width / model width."""
+    qk_norm: bool = True
+    """RMS-normalise attention queries and keys."""
+    num_actions: int = 8
+    """Codebook size |A| = number of latent actions (Genie: 8; 6 in its CoinRun study)."""
+    code_dim: int = 16
+    """Latent action vector size (small + L2-normalised keeps all codes in use)."""
+    beta: float = 0.25
+    """Commitment loss weight."""
+    dead_code_steps: int = 50
+    """Restart action codes unused for this many training steps (0 disables)."""
+    max_frames: int = 16
+    """Temporal window: a frame attends to itself and the ``max_frames - 1`` before it."""
+
+    def __post_init__(self) -> None:
+        H, W = self.image_size
+        if H % self.patch_size or W % self.patch_size:
+            raise PlayworldError(
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}; "
+                "pick a patch size that divides both height and width."
+            )
+        if self.dim % self.head_dim or self.head_dim % 2:
+            raise PlayworldError(
+                f"head_dim {self.head_dim} must be even and divide dim={self.dim}; heads must split the width evenly."
+            )
+        if self.num_actions < 2:
+            raise PlayworldError(f"num_actions must be >= 2 (a world needs a choice), got {self.num_actions}.")
+        for name in ("channels", "patch_size", "enc_depth", "dec_depth", "code_dim", "max_frames"):
+            if getattr(self, name) < 1:
+                raise PlayworldError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_frames < 2:
+            raise PlayworldError("max_frames must be >= 2: an action needs two frames.")
+        if self.beta < 0 or self.dead_code_steps < 0:
+            raise PlayworldError("beta and dead_code_steps must be >= 0.")
+
+
+class LatentActionModel(PretrainedModel):
+    """Infers one of ``num_actions`` discrete latent actions per frame transition of a video."""
+
+    config_class = LatentActionConfig
+
+    def __init__(self, config: LatentActionConfig):
+        super().__init__(config)
+        c = config
+        self.grid = (c.image_size[0] // c.patch_size, c.image_size[1] // c.patch_size)
+        S, P = self.grid[0] * self.grid[1], c.patch_size * c.patch_size * c.channels
+        stack = dict(head_dim=c.head_dim, mlp_ratio=c.mlp_ratio, qk_norm=c.qk_norm, window=c.max_frames)
+        self.patch_embed = nn.Linear(P, c.dim)
+        self.action_query = nn.Parameter(torch.randn(c.dim) * 0.02)  # (D,)
+        self.encoder = STTransformer(c.enc_depth, c.dim, S + 1, **stack)
+        self.to_code = nn.Linear(c.dim, c.code_dim)
+        self.latent_norm = nn.BatchNorm1d(c.code_dim, affine=False)
+        self.vq = VectorQuantizer(c.num_actions, c.code_dim, c.beta, l2_normalize=True, dead_code_steps=c.dead_code_steps)
+        self.dec_patch_embed = nn.Linear(P, c.dim)
+        self.action_embed = nn.Linear(c.code_dim, c.dim)
+        self.decoder = STTransformer(c.dec_depth, c.dim, S, **stack)
+        self.to_pixels = nn.Linear(c.dim, P)
+        self.apply(init_weights)
+
+    @property
+    def num_actions(self) -> int:
+        return self.config.num_actions
+
+    def patchify(self, video: Tensor) -> Tensor:
+        # (B, T, C, H, W) in [0, 1] -> (B, T, S, p*p*C) in [-1, 1]
+        p = self.config.patch_size
+        return rearrange(video * 2 - 1, "b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
+
+    def unpatchify(self, patches: Tensor) -> Tensor:
+        # (B, T, S, p*p*C) in [-1, 1] -> (B, T, C, H, W) in [0, 1] (not clamped)
+        p, (h, w) = self.config.patch_size, self.grid
+        return (rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p) + 1) / 2
+
+    def encode_latents(self, video: Tensor) -> Tensor:
+        """Continuous action latents ``(B, T-1, code_dim)``: entry t describes frame t -> t+1."""
+        self._check_video(video)
+        x = self.patch_embed(self.patchify(video))  # (B, T, S, D)
+        query = repeat(self.action_query, "d -> b t 1 d", b=x.shape[0], t=x.shape[1])
+        x = self.encoder(torch.cat([query, x], dim=2))  # (B, T, 1+S, D)
+        z = self.to_code(x[:, 1:, 0])  # (B, T-1, code_dim): query outputs of frames 1..T-1
+        # Standardise latents over the batch (running stats at eval): at init every latent is
+        # nearly the same vector, so all would share one code and the decoder would learn to
+        # ignore it (measured: 1 of 8 codes used without this, 8 of 8 with it).
+        # A frozen model (eval or no_grad) uses the running statistics, so it never changes.
+        bn, learning = self.latent_norm, self.training and torch.is_grad_enabled()
+        with torch.autocast(z.device.type, enabled=False):
+            z = F.batch_norm(rearrange(z.float(), "b t d -> (b t) d"), bn.running_mean, bn.running_var,
+                             training=learning, momentum=bn.momentum, eps=bn.eps)
+        return rearrange(z, "(b t) d -> b t d", b=video.shape[0])
+
+    def decode(self, context: Tensor, codes: Tensor) -> Tensor:
+        """Predict frames 1..T' from ``context (B, T', C, H, W)`` (frames 0..T'-1) and ``codes (B, T', code_dim)``.
+
+        Returns ``(B, T', C, H, W)`` (not clamped); entry t predicts frame t+1.
+        """
+        patches = self.patchify(context)  # (B, T', S, P)
+        x = self.dec_patch_embed(patches) + self.action_embed(codes)[:, :, None]  # (B, T', S, D)
+        delta = self.to_pixels(self.decoder(x)).float()  # (B, T', S, P)
+        return self.unpatchify(patches + delta)  # residual on frame t
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """Returns ``(prediction of frames 1..T-1 (B,T-1,C,H,W), actions (B,T-1) int64, vq_loss, vq_stats)``."""
+        q, actions, vq_loss, stats = self.vq(self.encode_latents(video))  # (B, T-1, code_dim), (B, T-1)
+        return self.decode(video[:, :-1], q), actions, vq_loss, stats
+
+    @torch.no_grad()
+    def infer_actions(self, video: Tensor) -> Tensor:
+        """Video ``(B, T, C, H, W)`` in [0, 1] -> latent actions int64 ``(B, T-1)`` (a_t: frame t -> t+1)."""
+        _, actions, _, _ = self.vq(self.encode_latents(video))
+        return actions
+
+    def training_step(self, video: Tensor, actions: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Loss = next-frame MSE + VQ loss on clips ``(B, T, C, H, W)`` in [0, 1] (``actions`` unused)."""
+        pred, _, vq_loss, stats = self(video)
+        target = video[:, 1:].float()
+        mse = F.mse_loss(pred, target)
+        with torch.no_grad():
+            psnr = -10 * torch.log10(F.mse_loss(pred.clamp(0, 1), target).clamp_min(1e-10))
+            # Copying frame t is the baseline the code must beat: the gap is what actions explain.
+            copy_psnr = -10 * torch.log10(F.mse_loss(video[:, :-1].float(), target).clamp_min(1e-10))
+        logs = {"recon_mse": float(mse.detach()), "psnr": float(psnr), "copy_psnr": float(copy_psnr),
+                "vq_loss": float(vq_loss.detach()), **stats}
+        return mse + vq_loss, logs
+
+    @torch.no_grad()
+    def sample_images(self, video: Tensor, n: int = 4) -> Tensor:
+        """``(n, C, H, 2W)``: real frame t+1 | prediction from frames <= t and the inferred action (clip 0)."""
+        pred = self(video[:1, : n + 1])[0].clamp(0, 1)[0]  # (n, C, H, W)
+        return torch.cat([video[0, 1 : n + 1].float(), pred], dim=-1)
+
+    def _check_video(self, video: Tensor) -> None:
+        c = self.config
+        if video.dim() != 5 or tuple(video.shape[2:]) != (c.channels, *c.image_size) or video.shape[1] < 2:
+            raise PlayworldError(
+                f"video must be (B, T>=2, {c.channels}, {c.image_size[0]}, {c.image_size[1]}) float in [0, 1], "
+                f"got {tuple(video.shape)}."
+            )
