@@ -96,7 +96,7 @@ class ScriptedExpert:
                 _Phase("carry", gripper=1.0, tol=0.012),
                 _Phase("lower", gripper=1.0, speed=SLOW, tol=0.008),
                 _Phase("release", gripper=0.0, hold=3),
-                _Phase("retreat", gripper=0.0, tol=0.02),
+                _Phase("retreat", gripper=0.0, speed=SLOW, tol=0.02),
             ]
 
     def _plan_push(self) -> None:

@@ -156,7 +156,9 @@ def load_robot(pb) -> int:
         color = HAND_COLOR if link >= 8 else ROBOT_COLOR
         pb.changeVisualShape(robot, link, rgbaColor=(*color, 1.0))
     for link in FINGER_LINKS:
-        pb.changeDynamics(robot, link, lateralFriction=1.5, spinningFriction=0.01, frictionAnchor=True)
+        # No friction anchors (the URDF asks for them): an anchor remembered from the grasp
+        # turns a finger brushing the object on the way up into a kick that flings it away.
+        pb.changeDynamics(robot, link, lateralFriction=1.5, spinningFriction=0.1, frictionAnchor=False)
     return robot
 
 
@@ -190,10 +192,11 @@ def add_object(pb, shape_name: str, color: str, xy: tuple[float, float], yaw: fl
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=shape.size[0], rgbaColor=rgba)
     orn = pb.getQuaternionFromEuler((0.0, 0.0, yaw))
     body = pb.createMultiBody(shape.mass, col, vis, basePosition=(xy[0], xy[1], shape.half_height), baseOrientation=orn)
-    # Friction with the table (0.6 x 0.5) is low enough that a can pushed low slides instead
-    # of tipping over; rolling friction keeps balls from rolling off the table.
+    # Friction with the table (0.6 x 0.5) is low enough that a pushed cube slides instead of
+    # tipping over; torsional friction with the fingers (0.05 x 0.1) stops a held object from
+    # pivoting between them; rolling friction keeps balls from rolling off the table.
     pb.changeDynamics(
-        body, -1, lateralFriction=0.6, spinningFriction=0.002, rollingFriction=0.002, linearDamping=0.2, angularDamping=0.2
+        body, -1, lateralFriction=0.6, spinningFriction=0.05, rollingFriction=0.002, linearDamping=0.2, angularDamping=0.2
     )
     return body
 
