@@ -85,6 +85,7 @@ def test_play_page_in_chromium(server, browser, tmp_path):
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
     page.on("response", lambda r: problems.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
     page.goto(server.url)
 
@@ -190,4 +191,5 @@ def test_play_page_in_chromium(server, browser, tmp_path):
     if os.environ.get("PLAYWORLD_SCREENSHOT"):
         third.screenshot(path=os.environ["PLAYWORLD_SCREENSHOT"].replace(".png", "-busy.png"))
     context.close()
-    assert [p for p in problems if not p.startswith("400 POST")] == [], problems  # only the bad upload
+    expected = ("400 POST", "console: Failed to load resource: the server responded with a status of 400")
+    assert [p for p in problems if not p.startswith(expected)] == [], problems  # only the bad upload

@@ -104,6 +104,16 @@ def test_seeded_reset_replays_the_same_rollout(client):
         assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def test_settings_change_only_this_tabs_maskgit_steps(client, world):
+    with client.websocket_connect("/ws") as ws:
+        hello, _ = open_session(ws)
+        assert hello["maskgit_steps"] == 25
+        ws.send_json({"type": "settings", "maskgit_steps": 4})
+        assert ws.receive_json() == {"type": "settings", "maskgit_steps": 4}
+        (session,) = client.app.state.sessions.values()
+        assert session.world.maskgit_steps == 4 and world.maskgit_steps == 25
+
+
 def test_fps_cap_bounds_each_sessions_step_rate(world):
     with make_client(world, fps_cap=25) as client, client.websocket_connect("/ws") as ws:
         open_session(ws)
@@ -130,6 +140,8 @@ BAD_MESSAGES = {
     "prompt not a string": json.dumps({"type": "reset", "prompt": {"x": 1}}),
     "negative seed": json.dumps({"type": "reset", "seed": -3}),
     "record not bool": json.dumps({"type": "record", "on": "yes"}),
+    "maskgit steps zero": json.dumps({"type": "settings", "maskgit_steps": 0}),
+    "maskgit steps huge": json.dumps({"type": "settings", "maskgit_steps": 10**9}),
     "huge message": json.dumps({"type": "step", "action": 1, "pad": "x" * 200_000}),
 }
 

@@ -125,23 +125,3 @@ def test_registered_as_world_v0(world):
     assert obs.shape == (64, 64, 3)
     env.close()
 
-
-def _real_world_or_skip():
-    try:
-        from playworld.world.world import World, bundled_world_path
-    except ImportError:
-        pytest.skip("playworld.world.world is not written yet")
-    path = bundled_world_path()
-    if not (path / "config.json").exists() and not any(path.glob("*")):
-        pytest.skip(f"no bundled world at {path} yet")
-    return World.from_pretrained(path)
-
-
-@pytest.mark.slow
-def test_check_env_passes_with_the_bundled_world():
-    world = _real_world_or_skip()
-    env = WorldEnv(world, max_steps=20)
-    check_env(env)
-    a = _episode(env, 3, [0, 1, 2])
-    b = _episode(env, 3, [0, 1, 2])
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -18,14 +18,15 @@ DYN = dict(num_codes=16, token_grid=(4, 4), num_actions=4, dim=32, depth=2, head
 
 
 def squares(B: int = 2, T: int = 5, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video ``(B, T, 3, size, size)`` of a coloured 4x4 square on a textured background, moved
+    """Video ``(B, T, 3, size, size)`` of a coloured 4x4 square on a shaded background, moved
     2 pixels per step by one of 4 actions; returns (video, actions (B, T-1))."""
     g = torch.Generator().manual_seed(seed)
     moves = torch.tensor([[0, -2], [0, 2], [-2, 0], [2, 0]])
     actions = torch.randint(0, 4, (B, T - 1), generator=g)
     pos = torch.randint(0, size - 4, (B, 2), generator=g)
     colour = torch.rand(B, 3, generator=g) * 0.5 + 0.5
-    background = torch.rand(B, 3, size, size, generator=g) * 0.2
+    ramp = torch.linspace(0, 0.3, size)
+    background = torch.rand(B, 3, 1, 1, generator=g) * 0.2 + ramp[None, None, :, None] * ramp[None, None, None, :]
     video = background[:, None].repeat(1, T, 1, 1, 1)
     for t in range(T):
         for b in range(B):
@@ -34,6 +35,15 @@ def squares(B: int = 2, T: int = 5, size: int = 16, seed: int = 0) -> tuple[torc
         if t < T - 1:
             pos = (pos + moves[actions[:, t]]).clamp(0, size - 4)
     return video, actions
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def train(model, batch, steps: int, lr: float = 3e-3) -> list[float]:

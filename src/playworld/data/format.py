@@ -347,6 +347,11 @@ class VideoDataset:
     def __len__(self) -> int:
         return self.num_episodes
 
+    @property
+    def episodes(self) -> list[dict[str, Any]]:
+        """``meta["episodes"]``: ``[{"start", "length", "source", "info"}, ...]``."""
+        return self.meta["episodes"]
+
     def __repr__(self) -> str:
         return (
             f"VideoDataset({str(self.root)!r}, frames={self.num_frames}, episodes={self.num_episodes}, "
@@ -500,9 +505,11 @@ def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
 
     Raises a :class:`PlayworldError` that says what to do when ``root`` is missing, is not a
     dataset, was written by a newer playworld, or has a corrupt ``meta.json``. A LeRobot
-    folder (``meta/info.json``) is handed to ``playworld.data.lerobot.load_lerobot``.
+    folder (``meta/info.json``) is handed to ``playworld.data.lerobot.load_lerobot``, and an
+    already open dataset object with the same reading API (``episode_frames``,
+    ``split_episodes``, ...) is passed through.
     """
-    if isinstance(root, VideoDataset):
+    if isinstance(root, VideoDataset) or hasattr(root, "episode_frames"):
         return root
     root = Path(root).expanduser()
     if not root.exists():

@@ -44,29 +44,31 @@ def dataset_summary(ds: VideoDataset) -> dict:
     """The numbers ``data info`` prints, as a dict (handy in notebooks and tests)."""
     lengths = ds.episode_lengths
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for e in ds.meta["episodes"]:
+    for e in ds.episodes:
         by_source[e.get("source", ds.source)][0] += 1
-        by_source[e.get("source", ds.source)][1] += e["length"]
+        by_source[e.get("source", ds.source)][1] += int(e["length"])
+    # Whole-dataset arrays exist in the playworld format; other readers (LeRobot) may lack them.
+    rewards, actions = getattr(ds, "rewards", None), getattr(ds, "actions", None)
     summary = {
         "root": str(ds.root),
         "source": ds.source,
-        "format_version": ds.meta.get("format_version"),
+        "format_version": ds.meta.get("format_version", ds.meta.get("codebase_version")),
         "num_frames": ds.num_frames,
         "num_episodes": ds.num_episodes,
         "frame_size": ds.frame_size,
         "fps": ds.fps,
         "duration_s": ds.num_frames / ds.fps,
         "episode_length": (int(lengths.min()), float(np.median(lengths)), int(lengths.max())),
-        "disk_bytes": sum(f.stat().st_size for f in ds.root.iterdir() if f.is_file())
-        if ds.root.is_dir()
-        else 0,
+        "disk_bytes": sum(f.stat().st_size for f in Path(ds.root).rglob("*") if f.is_file()),
         "by_source": {k: tuple(v) for k, v in by_source.items()},
         "splits": {s: ds.split_episodes(s) for s in ("train", "val", "test")},
-        "rewards": (float(np.sum(ds.rewards, dtype=np.float64)), int(np.count_nonzero(ds.rewards))),
+        "rewards": None,
         "actions": None,
     }
-    if ds.has_actions:
-        actions = np.asarray(ds.actions)
+    if rewards is not None:
+        summary["rewards"] = (float(np.sum(rewards, dtype=np.float64)), int(np.count_nonzero(rewards)))
+    if ds.has_actions and actions is not None:
+        actions = np.asarray(actions)
         if actions.ndim == 1:
             n = max(int(actions.max()) + 1, len(ds.action_names or []))
             summary["actions"] = {"kind": "discrete", "counts": np.bincount(actions, minlength=n).tolist()}
@@ -108,12 +110,14 @@ class DataInfo:
             ("duration", _duration(s["duration_s"])),
             ("on disk", _human_bytes(s["disk_bytes"])),
             ("splits (episodes)", ", ".join(f"{k} {len(v)}" for k, v in s["splits"].items())),
-            ("rewards", f"sum {s['rewards'][0]:g} over {s['rewards'][1]:,} frames with a nonzero reward"),
         ]
-        actions = ds.meta.get("action_dtype")
-        rows.append(
-            ("actions", f"{actions} {tuple(ds.meta.get('action_shape') or ())}" if actions else "none")
-        )
+        if s["rewards"] is not None:
+            total, nonzero = s["rewards"]
+            rows.append(("rewards", f"sum {total:g} over {nonzero:,} frames with a nonzero reward"))
+        dtype = ds.meta.get("action_dtype", "float32")
+        shape = ds.meta.get("action_shape")
+        shape = tuple(shape) if shape is not None else (len(ds.action_names or []),)
+        rows.append(("actions", f"{dtype} {shape}" if ds.has_actions else "none"))
         for k, v in rows:
             overview.add_row(k, v)
         console.print(overview)
@@ -166,7 +170,7 @@ def sample_clips(
     # Take turns between sources (games, files) so each shows up, however many episodes it
     # has; within a source, spread the picks evenly over its episodes.
     by_source: dict[str, list[int]] = defaultdict(list)
-    for i, e in enumerate(ds.meta["episodes"]):
+    for i, e in enumerate(ds.episodes):
         by_source[e.get("source", ds.source)].append(i)
     groups = list(by_source.values())
     wanted = [len(range(k, clips, len(groups))) for k in range(len(groups))]

@@ -17,16 +17,19 @@ Client -> server: JSON text messages (at most 64 KiB; binary messages are refuse
     {"type": "reset", "prompt": "sample:0",        # or "upload:<id>" from POST /api/prompts
      "seed": 7}                                    # optional: a deterministic rollout
     {"type": "record", "on": true}                 # start (clears) / stop recording the frames
+    {"type": "settings", "maskgit_steps": 4}       # this tab's decoding steps (fewer = faster)
     {"type": "ping"}                               # -> {"type": "pong"}
 
 Server -> client: JSON text messages::
 
     {"type": "hello", "session": TOKEN, "num_actions": 8, "action_labels": [...],
      "frame_size": [H, W], "fps_cap": 30, "prompts": [{"id": "sample:0", "url": ...}],
-     "max_upload_bytes": N}                       # first message of every session
+     "max_upload_bytes": N, "maskgit_steps": 25}  # first message of every session
+                                                   # (maskgit_steps null: the world has none)
     {"type": "busy", "message": "..."}             # no free session; the socket is then closed (1013)
     {"type": "reset", "prompt": "sample:0", "seed": null}   # a reset frame (seq 0) follows
     {"type": "recording", "on": true, "frames": 12, "reason": "..."?}
+    {"type": "settings", "maskgit_steps": 4}
     {"type": "error", "message": "...", "request": "step"}  # the session goes on
     {"type": "pong"}
 
@@ -90,6 +93,7 @@ STATIC_FILES = {
 MAX_MESSAGE_CHARS = 64 * 1024
 FRAME_HEADER = struct.Struct("<IHHf")  # seq, H, W, step_ms
 MAX_STORED_UPLOADS = 32
+MAX_MASKGIT_STEPS = 64
 RECORD_LIMIT_BYTES = 64 * 2**20  # per session: ~5,000 frames at 64x64
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -346,10 +350,19 @@ def create_app(
         session.recording = on
         await ws.send_json({"type": "recording", "on": on, "frames": len(session.frames)})
 
+    async def on_settings(ws: WebSocket, session: Session, msg: dict) -> None:
+        steps = msg.get("maskgit_steps")
+        if not hasattr(session.world, "maskgit_steps"):
+            raise PlayworldError("this world has no MaskGIT decoding steps to set")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_MASKGIT_STEPS:
+            raise PlayworldError(f"'maskgit_steps' must be an integer in 1..{MAX_MASKGIT_STEPS}; got {steps!r}")
+        session.world.maskgit_steps = steps  # this fork only; safe: the session's steps are sequential
+        await ws.send_json({"type": "settings", "maskgit_steps": steps})
+
     async def on_ping(ws: WebSocket, session: Session, msg: dict) -> None:
         await ws.send_json({"type": "pong"})
 
-    handlers = {"step": on_step, "reset": on_reset, "record": on_record, "ping": on_ping}
+    handlers = {"step": on_step, "reset": on_reset, "record": on_record, "settings": on_settings, "ping": on_ping}
 
     async def handle(ws: WebSocket, session: Session, message: dict) -> None:
         text = message.get("text")
@@ -411,7 +424,7 @@ def create_app(
             await ws.send_json({
                 "type": "hello", "session": token, "num_actions": num_actions, "action_labels": labels,
                 "frame_size": [h, w], "fps_cap": fps_cap, "prompts": prompt_list(),
-                "max_upload_bytes": max_upload_bytes,
+                "max_upload_bytes": max_upload_bytes, "maskgit_steps": getattr(session.world, "maskgit_steps", None),
             })
             try:
                 await do_reset(ws, session, "sample:0" if samples else "blank", None)

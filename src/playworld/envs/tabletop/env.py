@@ -53,6 +53,8 @@ ACTION_NAMES = ("terminate", "dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripp
 ACTION_LOW = np.array([0.0, -0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0], dtype=np.float32)
 ACTION_HIGH = np.array([1.0, 0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0], dtype=np.float32)
 STATE_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper_width", "gripper_command")
+STATE_LOW = np.array([-1.0, -1.0, -1.0, -np.pi, -np.pi, -np.pi, 0.0, 0.0], dtype=np.float32)
+STATE_HIGH = np.array([1.0, 1.0, 1.0, np.pi, np.pi, np.pi, 0.1, 1.0], dtype=np.float32)
 
 #: Where the end-effector target may go (x, y, z ranges, metres). The lower z bound keeps the
 #: fingertips (1.1 cm below the grasp point) just above the table.
@@ -98,7 +100,9 @@ class TabletopConfig:
         if bad:
             raise PlayworldError(f"unknown tabletop task {bad[0]!r}; valid tasks: {', '.join(FAMILIES)}.")
         if not 16 <= self.image_size <= 1024 or self.image_size % 2:
-            raise PlayworldError(f"image_size must be an even number of pixels in [16, 1024], got {self.image_size}.")
+            raise PlayworldError(
+                f"image_size must be an even number of pixels in [16, 1024], got {self.image_size}."
+            )
         if self.control_hz <= 0 or self.physics_hz <= 0:
             raise PlayworldError("control_hz and physics_hz must be positive.")
         ratio = self.physics_hz / self.control_hz
@@ -144,9 +148,6 @@ class Tabletop(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, config: TabletopConfig | None = None, render_mode: str | None = None, **overrides):
-        import pybullet
-        from pybullet_utils.bullet_client import BulletClient
-
         cfg = config or TabletopConfig()
         if overrides:
             cfg = replace(cfg, **overrides)
@@ -163,13 +164,15 @@ class Tabletop(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0, 255, (s, s, 3), dtype=np.uint8),
-                "state": spaces.Box(-np.inf, np.inf, (len(STATE_NAMES),), dtype=np.float32),
+                "state": spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
                 "instruction": spaces.Text(INSTRUCTION_MAX_LEN, charset=INSTRUCTION_CHARSET),
             }
         )
 
+        self.pb = scene.connect()
+        import pybullet
+
         self._p = pybullet
-        self.pb = BulletClient(connection_mode=pybullet.DIRECT)
         self.episode: EpisodeSpec | None = None
         self.robot = -1
         self.object_ids: list[int] = []
@@ -229,14 +232,16 @@ class Tabletop(gym.Env):
         # Rebuilding from scratch (not moving bodies around) makes reset(seed) bit-reproducible.
         pb.resetSimulation()
         pb.setPhysicsEngineParameter(
-            fixedTimeStep=1.0 / self.config.physics_hz, numSolverIterations=SOLVER_ITERATIONS, deterministicOverlappingPairs=1
+            fixedTimeStep=1.0 / self.config.physics_hz,
+            numSolverIterations=SOLVER_ITERATIONS,
+            deterministicOverlappingPairs=1,
         )
         pb.setGravity(0, 0, -9.81)
         scene.add_table(pb)
         self.robot = scene.load_robot(pb)
         if self._home_q is None:
             self._home_q = self._solve_home()
-        for j, q in zip(scene.ARM_JOINTS, self._home_q):
+        for j, q in zip(scene.ARM_JOINTS, self._home_q, strict=True):
             pb.resetJointState(self.robot, j, q)
         for j in scene.FINGER_JOINTS:
             pb.resetJointState(self.robot, j, scene.FINGER_OPEN)
@@ -254,12 +259,12 @@ class Tabletop(gym.Env):
     def _solve_home(self) -> list[float]:
         """Joint angles with the gripper at HOME_POS pointing down (iterated IK, done once)."""
         pb = self.pb
-        for j, q in zip(scene.ARM_JOINTS, scene.ARM_REST):
+        for j, q in zip(scene.ARM_JOINTS, scene.ARM_REST, strict=True):
             pb.resetJointState(self.robot, j, q)
         q = list(scene.ARM_REST)
         for _ in range(30):
             q = list(self._ik(scene.HOME_POS, scene.HOME_ORN))[:7]
-            for j, qj in zip(scene.ARM_JOINTS, q):
+            for j, qj in zip(scene.ARM_JOINTS, q, strict=True):
                 pb.resetJointState(self.robot, j, qj)
         return q
 
@@ -268,7 +273,12 @@ class Tabletop(gym.Env):
             info = [self.pb.getJointInfo(self.robot, j) for j in (*scene.ARM_JOINTS, *scene.FINGER_JOINTS)]
             lower = [i[8] for i in info]
             upper = [i[9] for i in info]
-            self._limits = (lower, upper, [u - lo for lo, u in zip(lower, upper)], [*scene.ARM_REST, 0.04, 0.04])
+            self._limits = (
+                lower,
+                upper,
+                [u - lo for lo, u in zip(lower, upper, strict=True)],
+                [*scene.ARM_REST, 0.04, 0.04],
+            )
         lower, upper, ranges, rest = self._limits
         return self.pb.calculateInverseKinematics(
             self.robot,
@@ -363,7 +373,10 @@ class Tabletop(gym.Env):
     def is_grasped(self, i: int) -> bool:
         """Object ``i`` touches either finger."""
         body = self.object_ids[i]
-        return any(self.pb.getContactPoints(bodyA=body, bodyB=self.robot, linkIndexB=link) for link in scene.FINGER_LINKS)
+        return any(
+            self.pb.getContactPoints(bodyA=body, bodyB=self.robot, linkIndexB=link)
+            for link in scene.FINGER_LINKS
+        )
 
     def _resting(self, i: int, floor: float = 0.0, tol: float = 0.012) -> bool:
         """Object ``i`` lies on a surface at height ``floor`` (not held up, not stacked)."""
@@ -388,18 +401,28 @@ class Tabletop(gym.Env):
             if ep.tray is None:
                 return False
             d = np.abs(pos[:2] - np.array(ep.tray.xy))
-            return bool(np.all(d <= scene.TRAY_INNER_HALF)) and self._resting(i, floor=scene.TRAY_FLOOR, tol=0.02)
+            return bool(np.all(d <= scene.TRAY_INNER_HALF)) and self._resting(
+                i, floor=scene.TRAY_FLOOR, tol=0.02
+            )
         if g.kind == "next_to":
             ref_pos, _ = self.object_pose(g.reference)
-            gap = np.linalg.norm(pos[:2] - ref_pos[:2]) - shape.radius - scene.SHAPES[ep.objects[g.reference].shape].radius
+            gap = (
+                np.linalg.norm(pos[:2] - ref_pos[:2])
+                - shape.radius
+                - scene.SHAPES[ep.objects[g.reference].shape].radius
+            )
             return gap <= 0.06 and np.linalg.norm(pos[:2] - ref_pos[:2]) > 0.03 and self._resting(i)
         if g.kind == "stack":
             ref = scene.SHAPES[ep.objects[g.reference].shape]
             ref_pos, _ = self.object_pose(g.reference)
             top = ref_pos[2] + ref.half_height
             on_top = pos[2] - shape.half_height > top - 0.01
-            centred = np.linalg.norm(pos[:2] - ref_pos[:2]) < (ref.size[0] if ref.kind != "sphere" else 0.0) + 0.01
-            touching = bool(self.pb.getContactPoints(bodyA=self.object_ids[i], bodyB=self.object_ids[g.reference]))
+            centred = (
+                np.linalg.norm(pos[:2] - ref_pos[:2]) < (ref.size[0] if ref.kind != "sphere" else 0.0) + 0.01
+            )
+            touching = bool(
+                self.pb.getContactPoints(bodyA=self.object_ids[i], bodyB=self.object_ids[g.reference])
+            )
             return on_top and centred and touching
         if g.kind == "marker":
             m = ep.markers[g.reference]
@@ -409,7 +432,8 @@ class Tabletop(gym.Env):
     def state(self) -> np.ndarray:
         pos, orn = self.ee_pose()
         rpy = self._p.getEulerFromQuaternion(quat_mul(orn, quat_inv(scene.HOME_ORN)).tolist())
-        return np.array([*pos, *rpy, self.gripper_width(), self.gripper_cmd], dtype=np.float32)
+        state = np.array([*pos, *rpy, self.gripper_width(), self.gripper_cmd], dtype=np.float32)
+        return np.clip(state, STATE_LOW, STATE_HIGH)  # fingers overshoot their limits by ~1e-5
 
     def _obs(self) -> dict[str, Any]:
         s = self.config.image_size
@@ -429,4 +453,3 @@ class Tabletop(gym.Env):
             "episode_seed": ep.seed,
             "steps": self._steps,
         }
-

@@ -20,7 +20,14 @@ import numpy as np
 
 from playworld.envs.tabletop import scene
 from playworld.envs.tabletop.env import WORKSPACE, Tabletop, quat_inv, quat_mul
-from playworld.envs.tabletop.tasks import SPAWN_X, SPAWN_Y, TRAY_RADIUS, EpisodeSpec, in_region, region_goal_point
+from playworld.envs.tabletop.tasks import (
+    SPAWN_X,
+    SPAWN_Y,
+    TRAY_RADIUS,
+    EpisodeSpec,
+    in_region,
+    region_goal_point,
+)
 
 CARRY_Z = 0.17  # grasp-point height while carrying (clears cans, tray walls and stacks)
 FAST = 0.04  # metres per step in free space
@@ -146,14 +153,19 @@ class ScriptedExpert:
         here = env.object_pose(self.i)[0][:2]
         r_t, r_ref = self.shape.radius, scene.SHAPES[ep.objects[ref].shape].radius
         obstacles = [
-            (env.object_pose(j)[0][:2], scene.SHAPES[o.shape].radius) for j, o in enumerate(ep.objects) if j not in (ref, self.i)
+            (env.object_pose(j)[0][:2], scene.SHAPES[o.shape].radius)
+            for j, o in enumerate(ep.objects)
+            if j not in (ref, self.i)
         ]
         if ep.tray is not None:
             obstacles.append((np.array(ep.tray.xy), TRAY_RADIUS))
         best, best_d = None, math.inf
         for a in np.linspace(0, 2 * math.pi, 24, endpoint=False):
             p = ref_pos + (r_t + r_ref + NEXT_TO_GAP) * np.array([math.cos(a), math.sin(a)])
-            if not (SPAWN_X[0] - 0.04 <= p[0] <= SPAWN_X[1] + 0.04 and SPAWN_Y[0] - 0.04 <= p[1] <= SPAWN_Y[1] + 0.04):
+            if not (
+                SPAWN_X[0] - 0.04 <= p[0] <= SPAWN_X[1] + 0.04
+                and SPAWN_Y[0] - 0.04 <= p[1] <= SPAWN_Y[1] + 0.04
+            ):
                 continue
             if any(np.linalg.norm(p - q) < r_t + r + 0.025 for q, r in obstacles):
                 continue
@@ -161,7 +173,9 @@ class ScriptedExpert:
             if d < best_d:
                 best, best_d = p, d
         if best is None:  # crowded: the side facing the target, obstacles or not
-            best = ref_pos + (r_t + r_ref + NEXT_TO_GAP) * (here - ref_pos) / max(np.linalg.norm(here - ref_pos), 1e-9)
+            best = ref_pos + (r_t + r_ref + NEXT_TO_GAP) * (here - ref_pos) / max(
+                np.linalg.norm(here - ref_pos), 1e-9
+            )
         return best
 
     # -- acting ----------------------------------------------------------------------------------
@@ -183,7 +197,10 @@ class ScriptedExpert:
             done = self.t > phase.hold
         elif phase.name == "push":
             obj = env.object_pose(self.i)[0][:2]
-            done = in_region(env.episode.goal.region, obj, margin=0.03) or np.linalg.norm(obj - self.goal_xy) < 0.015
+            done = (
+                in_region(env.episode.goal.region, obj, margin=0.03)
+                or np.linalg.norm(obj - self.goal_xy) < 0.015
+            )
             if not done and self._needs_reaim(obj, ee[:2]):
                 self._aim_push()
                 self.k, self.t = self.phases.index(self._behind_phase), 0

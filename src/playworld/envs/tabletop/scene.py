@@ -11,9 +11,13 @@ is placed so that image-left is the robot's left and image-up is away from the r
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
+import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +121,52 @@ HOME_ORN = (1.0, 0.0, 0.0, 0.0)  # quaternion (x, y, z, w) = 180 degrees about x
 HOME_POS = (0.45, 0.0, 0.25)
 
 
+# -- PyBullet process plumbing ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_output() -> Iterator[None]:
+    """Silence C-level stdout and stderr: PyBullet prints its build time on import and
+    ``argv[0]=`` on connect, once per process - noise in every recording worker."""
+    streams = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            streams.append(stream.fileno())
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # captured / replaced: leave it alone
+            pass
+    saved = [os.dup(fd) for fd in streams]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in streams:
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        _flush_c_stdio()  # C's stdio buffers would otherwise reach the real streams later
+        for fd, old in zip(streams, saved, strict=True):
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(devnull)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no libc symbols (unusual platforms): keep the noise
+        pass
+
+
+def connect():
+    """A new headless PyBullet client (``BulletClient`` in DIRECT mode)."""
+    with quiet_output():
+        import pybullet
+        from pybullet_utils.bullet_client import BulletClient
+
+        return BulletClient(connection_mode=pybullet.DIRECT)
+
+
 # -- robot -------------------------------------------------------------------------------------
 
 _tmp_dir: Path | None = None
@@ -191,12 +241,20 @@ def add_object(pb, shape_name: str, color: str, xy: tuple[float, float], yaw: fl
         col = pb.createCollisionShape(pb.GEOM_SPHERE, radius=shape.size[0])
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=shape.size[0], rgbaColor=rgba)
     orn = pb.getQuaternionFromEuler((0.0, 0.0, yaw))
-    body = pb.createMultiBody(shape.mass, col, vis, basePosition=(xy[0], xy[1], shape.half_height), baseOrientation=orn)
+    body = pb.createMultiBody(
+        shape.mass, col, vis, basePosition=(xy[0], xy[1], shape.half_height), baseOrientation=orn
+    )
     # Friction with the table (0.6 x 0.5) is low enough that a pushed cube slides instead of
     # tipping over; torsional friction with the fingers (0.05 x 0.1) stops a held object from
     # pivoting between them; rolling friction keeps balls from rolling off the table.
     pb.changeDynamics(
-        body, -1, lateralFriction=0.6, spinningFriction=0.05, rollingFriction=0.002, linearDamping=0.2, angularDamping=0.2
+        body,
+        -1,
+        lateralFriction=0.6,
+        spinningFriction=0.05,
+        rollingFriction=0.002,
+        linearDamping=0.2,
+        angularDamping=0.2,
     )
     return body
 
@@ -276,10 +334,10 @@ class Camera:
     nothing of the arm between the camera and the objects except the hand.
     """
 
-    eye: tuple[float, float, float] = (0.95, 0.0, 1.05)
-    target: tuple[float, float, float] = (0.47, 0.0, 0.0)
+    eye: tuple[float, float, float] = (0.85, 0.0, 1.1)
+    target: tuple[float, float, float] = (0.49, 0.0, 0.0)
     up: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    fov_deg: float = 40.0
+    fov_deg: float = 36.0  # frames the table from x = 0.22 to 0.78 m, y = +-0.33 m
     near: float = 0.05
     far: float = 3.0
 

@@ -147,7 +147,9 @@ class EpisodeSpec:
             suite=d["suite"],
             family=d["family"],
             instruction=d["instruction"],
-            objects=tuple(ObjectSpec(o["shape"], o["color"], tuple(o["xy"]), o.get("yaw", 0.0)) for o in d["objects"]),
+            objects=tuple(
+                ObjectSpec(o["shape"], o["color"], tuple(o["xy"]), o.get("yaw", 0.0)) for o in d["objects"]
+            ),
             goal=Goal(**d["goal"]),
             tray=TraySpec(d["tray"]["color"], tuple(d["tray"]["xy"])) if d.get("tray") else None,
             markers=tuple(MarkerSpec(m["glyph"], tuple(m["xy"])) for m in d.get("markers", ())),
@@ -207,7 +209,9 @@ class _Layout:
         c = self.clearance if clearance is None else clearance
         return all(np.linalg.norm(xy - p) >= radius + r + c for p, r in self.circles)
 
-    def place(self, radius: float, ok=None, clearance: float | None = None, tries: int = 300) -> np.ndarray | None:
+    def place(
+        self, radius: float, ok=None, clearance: float | None = None, tries: int = 300
+    ) -> np.ndarray | None:
         for _ in range(tries):
             xy = np.array(
                 [self.rng.uniform(SPAWN_X[0], SPAWN_X[1]), self.rng.uniform(SPAWN_Y[0], SPAWN_Y[1])]
@@ -233,7 +237,11 @@ TRAIN_TEMPLATES = {
 PARAPHRASE_TEMPLATES = {
     "pick": ("grab the {t} and raise it", "take hold of the {t} and hold it up", "could you raise the {t}?"),
     "push": ("shove the {t} over to the {region}", "slide the {t} toward the {region}"),
-    "put_in_tray": ("drop the {t} into the tray", "tidy the {t} away into the tray", "the {t} belongs in the tray"),
+    "put_in_tray": (
+        "drop the {t} into the tray",
+        "tidy the {t} away into the tray",
+        "the {t} belongs in the tray",
+    ),
     "put_next_to": ("set the {t} down beside the {r}", "bring the {t} over close to the {r}"),
     "stack": ("place the {t} onto the {r}", "balance the {t} on top of the {r}"),
 }
@@ -245,7 +253,12 @@ COLOR_SYNONYMS = {
     "purple": ("violet", "lilac"),
     "orange": ("tangerine", "amber"),
 }
-SHAPE_SYNONYMS = {"cube": ("block", "box"), "can": ("cylinder", "tin"), "ball": ("sphere", "orb"), "plate": ("dish", "saucer")}
+SHAPE_SYNONYMS = {
+    "cube": ("block", "box"),
+    "can": ("cylinder", "tin"),
+    "ball": ("sphere", "orb"),
+    "plate": ("dish", "saucer"),
+}
 REGION_SYNONYMS = {
     "left side": ("left edge", "left-hand side"),
     "right side": ("right edge", "right-hand side"),
@@ -321,7 +334,9 @@ class Suite:
                 return _GENERATORS[self.name](rng, seed, family)
             except _Retry:
                 continue
-        raise RuntimeError(f"could not lay out an episode for suite {self.name} seed {seed}")  # pragma: no cover
+        raise RuntimeError(
+            f"could not lay out an episode for suite {self.name} seed {seed}"
+        )  # pragma: no cover
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -369,18 +384,29 @@ def _layout_objects(
                 raise _Retry
             continue  # drop a distractor that does not fit
         yaw = float(rng.uniform(-math.pi / 4, math.pi / 4)) if SHAPES[shape].kind == "box" else 0.0
-        objects.append(ObjectSpec(shape, color, (round(float(xy[0]), 4), round(float(xy[1]), 4)), round(yaw, 4)))
+        objects.append(
+            ObjectSpec(shape, color, (round(float(xy[0]), 4), round(float(xy[1]), 4)), round(yaw, 4))
+        )
     return objects
 
 
 def _pick_combos(
-    rng: np.random.Generator, family: str, target_pool, distractor_pool, n_distractors: int, reference_pool=None
+    rng: np.random.Generator,
+    family: str,
+    target_pool,
+    distractor_pool,
+    n_distractors: int,
+    reference_pool=None,
 ) -> list[tuple[str, str]]:
     """[target, (reference,) distractors...] as (colour, shape), all different combinations."""
     targets = [c for c in target_pool if _eligible(family, "target", c[1])]
     chosen = [_choice(rng, targets)]
     if family in ("put_next_to", "stack"):
-        refs = [c for c in (reference_pool or distractor_pool) if _eligible(family, "reference", c[1]) and c not in chosen]
+        refs = [
+            c
+            for c in (reference_pool or distractor_pool)
+            if _eligible(family, "reference", c[1]) and c not in chosen
+        ]
         chosen.append(_choice(rng, refs))
     pool = [c for c in distractor_pool if c not in chosen]
     for j in rng.permutation(len(pool))[:n_distractors]:
@@ -437,10 +463,14 @@ def _standard(rng: np.random.Generator, family: str, target_pool, distractor_poo
     if family == "put_next_to":
         # start the target well away from the reference so the task is not already solved
         objects = _layout_objects(rng, lay, combos[:1])
-        ref = lay.place(_footprint(combos[1][1]), ok=lambda xy: np.linalg.norm(xy - np.array(objects[0].xy)) > 0.2)
+        ref = lay.place(
+            _footprint(combos[1][1]), ok=lambda xy: np.linalg.norm(xy - np.array(objects[0].xy)) > 0.2
+        )
         if ref is None:
             raise _Retry
-        objects.append(ObjectSpec(combos[1][1], combos[1][0], (round(float(ref[0]), 4), round(float(ref[1]), 4))))
+        objects.append(
+            ObjectSpec(combos[1][1], combos[1][0], (round(float(ref[0]), 4), round(float(ref[1]), 4)))
+        )
         objects += _layout_objects(rng, lay, combos[2:], essential=0)
     else:
         objects = _layout_objects(rng, lay, combos, first_ok)
@@ -501,7 +531,13 @@ def _gen_unseen_instructions(rng: np.random.Generator, seed: int, family: str) -
         for _ in range(20):
             objects, goal, tray = _standard(rng, family, SEEN_COMBOS, SEEN_COMBOS)
             shape = objects[0].shape
-            twins = [c for c in SEEN_COMBOS if c[1] == shape and c[0] != objects[0].color and all(o.color != c[0] or o.shape != shape for o in objects)]
+            twins = [
+                c
+                for c in SEEN_COMBOS
+                if c[1] == shape
+                and c[0] != objects[0].color
+                and all(o.color != c[0] or o.shape != shape for o in objects)
+            ]
             lay = _Layout(shape_rng)
             lay.circles = [(np.array(o.xy), _footprint(o.shape)) for o in objects]
             if tray is not None:
@@ -583,14 +619,19 @@ def _gen_reasoning(rng: np.random.Generator, seed: int, family: str) -> EpisodeS
     # put_in_tray: "the object that can roll" is the only ball on the table
     balls = [c for c in SEEN_COMBOS if c[1] == "ball"]
     others = [c for c in SEEN_COMBOS if c[1] != "ball"]
-    combos = [_choice(rng, balls)] + [others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(2, 4))]]
+    combos = [_choice(rng, balls)] + [
+        others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(2, 4))]
+    ]
     lay = _Layout(rng)
     tray = _place_tray(rng, lay, _choice(rng, SEEN_COLORS))
     objects = _layout_objects(rng, lay, combos)
     instruction = _choice(
-        rng, ("put the object that can roll in the tray", "place the thing that would roll away into the tray")
+        rng,
+        ("put the object that can roll in the tray", "place the thing that would roll away into the tray"),
     )
-    return EpisodeSpec("reasoning", "put_in_tray", instruction, tuple(objects), Goal("tray", 0), tray, (), seed)
+    return EpisodeSpec(
+        "reasoning", "put_in_tray", instruction, tuple(objects), Goal("tray", 0), tray, (), seed
+    )
 
 
 def _reasoning_symbol(rng: np.random.Generator, seed: int) -> EpisodeSpec:
@@ -607,7 +648,9 @@ def _reasoning_symbol(rng: np.random.Generator, seed: int) -> EpisodeSpec:
             pairs = [(a, answer // a) for a in range(1, 10) if answer % a == 0]
             a, b = _choice(rng, pairs)
         others = [str(d) for d in range(1, 10) if d != answer]
-        glyphs = [str(answer)] + [others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(2, 4))]]
+        glyphs = [str(answer)] + [
+            others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(2, 4))]
+        ]
         zone = f"the zone numbered {NUMBER_WORDS[a]} {op} {NUMBER_WORDS[b]}"
     else:
         letters = "ABCDEFGHJKLMNPRSTUVWXY"
@@ -615,7 +658,9 @@ def _reasoning_symbol(rng: np.random.Generator, seed: int) -> EpisodeSpec:
         before, answer_glyph = letters[k], letters[k + 1]
         others = [c for c in letters if c not in (before, answer_glyph)]
         # the letter before is on the table too, so reading the glyph alone is not enough
-        glyphs = [answer_glyph, before] + [others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(1, 3))]]
+        glyphs = [answer_glyph, before] + [
+            others[int(i)] for i in rng.permutation(len(others))[: int(rng.integers(1, 3))]
+        ]
         zone = f"the letter that comes after {before}"
     order = rng.permutation(len(glyphs))
     shuffled = [glyphs[int(i)] for i in order]

@@ -40,6 +40,7 @@ const state = {
 };
 
 const canvas = $("screen");
+const stage = $("stage");
 const ctx = canvas.getContext("2d", { alpha: false });
 let image = null;
 
@@ -60,6 +61,7 @@ function connect() {
     if ($("status").dataset.state !== "busy") {
       setStatus("closed", "disconnected");
       showOverlay("Disconnected", "The connection to the playworld server was lost. Is `playworld play` still running?");
+      $("world-meta").textContent = "disconnected";
     }
   };
 }
@@ -73,6 +75,7 @@ function onMessage(msg) {
     case "hello": return onHello(msg);
     case "busy":
       setStatus("busy", "busy");
+      $("world-meta").textContent = "no free play session";
       showOverlay("Server busy", msg.message);
       return;
     case "reset":
@@ -80,6 +83,7 @@ function onMessage(msg) {
       selectPrompt(msg.prompt);
       return;
     case "recording": return onRecording(msg);
+    case "settings": $("maskgit").value = String(msg.maskgit_steps); return;
     case "error":
       if (msg.request === "step" || msg.request === "reset") state.inFlight = Math.max(0, state.inFlight - 1);
       toast(msg.message);
@@ -105,6 +109,22 @@ function onHello(h) {
   buildActionButtons(h.action_labels);
   buildIdleSelect(h.action_labels);
   buildPrompts(h.prompts);
+  buildMaskgitSelect(h.maskgit_steps);
+}
+
+function buildMaskgitSelect(current) {
+  $("maskgit-field").hidden = current === null || current === undefined;
+  if ($("maskgit-field").hidden) return;
+  const sel = $("maskgit");
+  sel.replaceChildren();
+  const values = [...new Set([1, 2, 4, 8, 12, 25, current])].sort((a, b) => a - b);
+  for (const v of values) {
+    const o = document.createElement("option");
+    o.value = String(v);
+    o.textContent = `${v} MaskGIT step${v > 1 ? "s" : ""}${v === current ? " (the world's default)" : ""}`;
+    sel.append(o);
+  }
+  sel.value = String(current);
 }
 
 // ---- frames ----------------------------------------------------------------------------------
@@ -326,7 +346,15 @@ window.addEventListener("keyup", (e) => {
 });
 window.addEventListener("blur", () => { state.held = []; renderHeld(); });
 
+// after a click, keys go back to the world (so Space/arrows never re-press a focused button)
+document.addEventListener("click", (e) => {
+  if (e.target.closest("button:not(#overlay-retry)")) stage.focus({ preventScroll: true });
+});
 $("idle").addEventListener("change", (e) => { state.idle = e.target.value; e.target.blur(); pump(); });
+$("maskgit").addEventListener("change", (e) => {
+  send({ type: "settings", maskgit_steps: Number(e.target.value) });
+  e.target.blur();
+});
 $("fps-cap").addEventListener("input", (e) => setCap(e.target.value));
 $("reset").addEventListener("click", () => reset());
 $("overlay-retry").addEventListener("click", () => connect());
@@ -352,7 +380,6 @@ async function uploadImage(file) {
 }
 
 $("upload").addEventListener("change", (e) => { uploadImage(e.target.files[0]); e.target.value = ""; });
-const stage = $("stage");
 stage.addEventListener("dragover", (e) => { e.preventDefault(); $("drop-hint").hidden = false; });
 stage.addEventListener("dragleave", () => { $("drop-hint").hidden = true; });
 stage.addEventListener("drop", (e) => {
