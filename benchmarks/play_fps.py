@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/play_fps.py                      # the bundled world
     .venv/bin/python benchmarks/play_fps.py --world path/to/world --steps 200
+    .venv/bin/python benchmarks/play_fps.py --data data/atari64   # real next-frame PSNR per MaskGIT setting
     .venv/bin/python benchmarks/play_fps.py --fake               # the tests' FakeWorld (server overhead only)
 
 Prints, for the world:
@@ -10,10 +11,11 @@ Prints, for the world:
    this process, fps cap off): a WebSocket client sends ``step`` and waits for the binary frame,
    N times; so this adds JSON, the worker thread hop, the frame bytes and loopback TCP;
 3. the speed/quality trade-off of MaskGIT decoding: if the World has a settable
-   ``maskgit_steps``, frames/s for steps in (1, 2, 4, 8, 25) and next-frame PSNR. The PSNR comes
-   from the hook ``playworld.eval.world_eval:maskgit_step_psnr(world, steps) -> float`` (dB) when
-   the eval code provides it; otherwise from a proxy printed as such: PSNR of each setting's
-   frames against the 25-step frames for the same prompt, seed and actions.
+   ``maskgit_steps``, frames/s for steps in (1, 2, 4, 8, 25) and next-frame PSNR. With
+   ``--data DATASET`` (test episodes at the world's frame size) the PSNR is the eval code's
+   ``evaluate_world(world, data, maskgit_steps=s)["next_frame_psnr"]`` (generated vs real next
+   frame, latent actions inferred from the real clip); without it, a proxy printed as such:
+   PSNR of each setting's frames against the 25-step frames for the same prompt, seed and actions.
 and the process's peak RSS (one world + one player must stay under 1.5 GiB).
 Target: >= 20 frames/s at 64x64 on a 2-core CPU.
 """
@@ -21,7 +23,6 @@ Target: >= 20 frames/s at 64x64 on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import resource
 import sys
@@ -34,7 +35,7 @@ from playworld.serve.app import FRAME_HEADER, create_app
 from playworld.serve.server import BackgroundServer
 
 MASKGIT_SWEEP = (1, 2, 4, 8, 25)
-QUALITY_HOOK = "playworld.eval.world_eval:maskgit_step_psnr"
+PROXY = "proxy: PSNR vs the 25-step frames (pass --data for real next-frame PSNR)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -125,18 +126,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def quality_hook():
-    mod, fn = QUALITY_HOOK.split(":")
-    try:
-        return getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError):
-        return None
+def next_frame_psnr(world, data: Path, maskgit_steps: int, clips: int) -> float:
+    """The eval code's next-frame PSNR (dB) of ``world`` on ``data`` at ``maskgit_steps``."""
+    from playworld.eval.world_eval import evaluate_world
+
+    res = evaluate_world(world, data, num_clips=clips, maskgit_steps=maskgit_steps, frechet=False)
+    return res["next_frame_psnr"]
 
 
-def bench_maskgit(world, steps: int, warmup: int) -> list[dict] | None:
+def bench_maskgit(
+    world, steps: int, warmup: int, data: Path | None = None, clips: int = 16
+) -> list[dict] | None:
     if not hasattr(world, "maskgit_steps"):
         return None
-    hook = quality_hook()
     default = world.maskgit_steps
     actions = actions_for(world, steps)
     reference = None
@@ -156,12 +158,14 @@ def bench_maskgit(world, steps: int, warmup: int) -> list[dict] | None:
                 frames.append(player.step(a).copy())
                 lat.append(time.perf_counter() - t)
             row = {"maskgit_steps": s, **summary(lat)}
-            if hook is not None:
-                row["psnr_db"] = round(float(hook(world, s)), 2)
+            if data is not None:
+                row["psnr_db"] = round(float(next_frame_psnr(world, data, s, clips)), 2)
             else:
                 if reference is None:
                     reference = frames
-                row["psnr_vs_25_steps_db"] = round(float(np.mean([psnr(x, y) for x, y in zip(frames, reference)])), 2)
+                row["psnr_vs_25_steps_db"] = round(
+                    float(np.mean([psnr(x, y) for x, y in zip(frames, reference, strict=True)])), 2
+                )
             rows.append(row)
     finally:
         world.maskgit_steps = default
@@ -180,6 +184,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this process")
     p.add_argument("--no-sweep", action="store_true", help="skip the MaskGIT steps sweep")
+    p.add_argument("--data", type=Path, default=None, help="dataset for next-frame PSNR per MaskGIT setting")
+    p.add_argument("--quality-clips", type=int, default=16, help="test clips per MaskGIT setting with --data")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     if args.threads:
@@ -194,8 +200,9 @@ def main() -> None:
     result["in_process"] = bench_in_process(world, args.steps, args.warmup)
     result["websocket"] = bench_websocket(world, args.steps, args.warmup)
     if not args.no_sweep:
-        result["maskgit"] = bench_maskgit(world, max(10, args.steps // 4), min(args.warmup, 3))
-        result["quality_source"] = QUALITY_HOOK if quality_hook() else "proxy: PSNR vs the 25-step frames"
+        sweep_steps, sweep_warmup = max(10, args.steps // 4), min(args.warmup, 3)
+        result["maskgit"] = bench_maskgit(world, sweep_steps, sweep_warmup, args.data, args.quality_clips)
+        result["quality_source"] = f"next_frame_psnr on {args.data}" if args.data else PROXY
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     if args.json:
         print(json.dumps(result))
@@ -204,12 +211,16 @@ def main() -> None:
     for key, title in (("in_process", "World.step in-process"), ("websocket", "end to end (WebSocket)")):
         r = result[key]
         extra = f"  (model {r['model_p50_ms']} ms)" if "model_p50_ms" in r else ""
-        print(f"  {title:<26} {r['fps']:>7.1f} frames/s   p50 {r['p50_ms']:>7.2f} ms   p95 {r['p95_ms']:>7.2f} ms{extra}")
+        print(
+            f"  {title:<26} {r['fps']:>7.1f} frames/s   p50 {r['p50_ms']:>7.2f} ms   p95 {r['p95_ms']:>7.2f} ms{extra}"
+        )
     if result.get("maskgit"):
         print(f"  MaskGIT steps sweep (quality: {result['quality_source']})")
         for r in result["maskgit"]:
             q = r.get("psnr_db", r.get("psnr_vs_25_steps_db"))
-            print(f"    steps {r['maskgit_steps']:>2}: {r['fps']:>7.1f} frames/s   p50 {r['p50_ms']:>7.2f} ms   PSNR {q:>6} dB")
+            print(
+                f"    steps {r['maskgit_steps']:>2}: {r['fps']:>7.1f} frames/s   p50 {r['p50_ms']:>7.2f} ms   PSNR {q:>6} dB"
+            )
     elif "maskgit" in result:
         print("  MaskGIT sweep: this world has no settable maskgit_steps")
     print(f"  peak RSS {result['peak_rss_mib']:.0f} MiB (budget 1536 MiB for one world + one player)")
@@ -218,4 +229,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from playworld.errors import PlayworldError
+
+    try:
+        main()
+    except PlayworldError as e:
+        sys.exit(f"error: {e}")

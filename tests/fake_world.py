@@ -20,7 +20,16 @@ from playworld.errors import PlayworldError
 
 # (dy, dx) per action id; the labels say what the action does, like the real World's labels.
 MOVES = [(0, -1), (0, 1), (-1, 0), (1, 0), (0, 0), (-1, -1), (-1, 1), (1, 1)]
-LABELS = ["moves left", "moves right", "jumps up", "moves down", "stays still", "up-left", "up-right", "down-right"]
+LABELS = [
+    "moves left",
+    "moves right",
+    "jumps up",
+    "moves down",
+    "stays still",
+    "up-left",
+    "up-right",
+    "down-right",
+]
 
 
 def write_sample_prompts(folder: Path, size: tuple[int, int] = (64, 64), n: int = 3) -> list[Path]:
@@ -67,7 +76,9 @@ class FakeWorld:
     def from_pretrained(cls, path) -> FakeWorld:
         path = Path(path)
         if not path.is_dir():
-            raise PlayworldError(f"{path} is not a world folder; pass a folder written by `playworld train world`.")
+            raise PlayworldError(
+                f"{path} is not a world folder; pass a folder written by `playworld train world`."
+            )
         return cls(prompts_dir=path / "prompts")
 
     def fork(self) -> FakeWorld:
@@ -109,7 +120,11 @@ class FakeWorld:
         h, w = self.frame_size
         s = max(2, h // 8)
         y, x = self._pos
-        frame[max(0, y - s // 2) : min(h, y + s // 2), max(0, x - s // 2) : min(w, x + s // 2)] = (255, 220, 40)
+        frame[max(0, y - s // 2) : min(h, y + s // 2), max(0, x - s // 2) : min(w, x + s // 2)] = (
+            255,
+            220,
+            40,
+        )
         noise = self._rng.integers(0, 2, size=frame.shape[:2], dtype=np.uint8)  # "sampling"
         frame[..., 2] = np.clip(frame[..., 2].astype(np.int16) + noise * 8, 0, 255).astype(np.uint8)
         return frame
@@ -117,8 +132,14 @@ class FakeWorld:
     def step(self, action: int) -> np.ndarray:
         if self._frame is None:
             raise PlayworldError("call reset(prompt) before step(action)")
-        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) or not 0 <= action < self.num_actions:
-            raise PlayworldError(f"action {action!r} is out of range; valid latent actions: 0..{self.num_actions - 1}")
+        if (
+            isinstance(action, bool)
+            or not isinstance(action, (int, np.integer))
+            or not 0 <= action < self.num_actions
+        ):
+            raise PlayworldError(
+                f"action {action!r} is out of range; valid latent actions: 0..{self.num_actions - 1}"
+            )
         if self.step_s:
             time.sleep(self.step_s)
         dy, dx = MOVES[int(action)]

@@ -86,7 +86,10 @@ def test_play_page_in_chromium(server, browser, tmp_path):
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("response", lambda r: problems.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
+    page.on(
+        "response",
+        lambda r: problems.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+    )
     page.goto(server.url)
 
     # the world is drawn and the action pad is labelled with the world's labels and keys
@@ -98,6 +101,13 @@ def test_play_page_in_chromium(server, browser, tmp_path):
     assert "←" not in page.locator('.action[data-action="5"]').inner_text()  # "up-left" is not ArrowLeft
     assert page.locator(".prompt").count() == 4
     assert page.locator("#status-text").inner_text() == "live"
+
+    # a faster decoding setting reaches this tab's world fork
+    page.select_option("#maskgit", "4")
+    deadline = time.monotonic() + 5
+    while [x.world.maskgit_steps for x in server.app.state.sessions.values()] != [4]:
+        assert time.monotonic() < deadline, "maskgit_steps setting did not arrive"
+        time.sleep(0.05)
 
     # idle: pause, so nothing moves until a key is held
     page.select_option("#idle", "pause")
@@ -174,6 +184,7 @@ def test_play_page_in_chromium(server, browser, tmp_path):
     time.sleep(0.4)
     page.keyboard.up("ArrowLeft")
     time.sleep(0.3)
+    page.evaluate("() => window.scrollTo(0, 0)")  # clicks above may have scrolled the side panel
     shot = tmp_path / "play.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000

@@ -74,7 +74,7 @@ def test_hello_describes_the_world_and_steps_stream_changing_frames(client, worl
         assert [p["id"] for p in hello["prompts"]] == ["sample:0", "sample:1", "sample:2"]
         assert first.shape == (64, 64, 3)
         frames = [step(ws, 1) for _ in range(4)]
-        assert all(not np.array_equal(a, b) for a, b in zip([first] + frames, frames))
+        assert all(not np.array_equal(a, b) for a, b in zip([first] + frames[:-1], frames, strict=True))
         ws.send_text(json.dumps({"type": "ping"}))
         assert ws.receive_json() == {"type": "pong"}
 
@@ -100,8 +100,8 @@ def test_seeded_reset_replays_the_same_rollout(client):
             return [read_frame(ws)[1]] + [step(ws, a) for a in (0, 3, 3, 1)]
 
         a, b, c = play(7), play(7), play(8)
-        assert all(np.array_equal(x, y) for x, y in zip(a, b))
-        assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_settings_change_only_this_tabs_maskgit_steps(client, world):
@@ -245,7 +245,9 @@ def test_uploaded_image_becomes_the_prompt(client):
     assert res.status_code == 200, res.text
     upload_id = res.json()["id"]
     assert upload_id.startswith("upload:")
-    raw = client.post("/api/prompts", content=png_bytes(color=(0, 0, 255)), headers={"content-type": "image/png"})
+    raw = client.post(
+        "/api/prompts", content=png_bytes(color=(0, 0, 255)), headers={"content-type": "image/png"}
+    )
     assert raw.status_code == 200, raw.text
     with client.websocket_connect("/ws") as ws:
         open_session(ws)
@@ -263,7 +265,12 @@ def _png_with_size(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 BAD_UPLOADS = {
@@ -272,7 +279,10 @@ BAD_UPLOADS = {
     "png header only": (png_bytes()[:30], "not an image"),
     "decompression bomb": (_png_with_size(100_000, 100_000), "too large to decode safely"),
     "large but under PIL's limit": (_png_with_size(8_000, 8_000), "too large to decode safely"),
-    "eps (a PIL plugin that runs ghostscript)": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),
+    "eps (a PIL plugin that runs ghostscript)": (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+        "not an image",
+    ),
     "empty": (b"", "empty"),
 }
 
@@ -336,7 +346,11 @@ def test_only_the_servers_own_files_are_served(client, path):
 
 
 def test_static_files_and_security_headers(client):
-    for path, ctype in [("/", "text/html"), ("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")]:
+    for path, ctype in [
+        ("/", "text/html"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+    ]:
         res = client.get(path)
         assert res.status_code == 200 and res.headers["content-type"].startswith(ctype)
         assert "frame-ancestors 'none'" in res.headers["content-security-policy"]
@@ -371,7 +385,10 @@ def test_recording_downloads_as_gif_and_mp4(client):
 
 
 def test_recording_stops_at_its_memory_limit(world):
-    with make_client(world, record_limit_bytes=64 * 64 * 3 * 4) as client, client.websocket_connect("/ws") as ws:
+    with (
+        make_client(world, record_limit_bytes=64 * 64 * 3 * 4) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
         open_session(ws)
         ws.send_json({"type": "record", "on": True})
         ws.receive_json()
@@ -381,3 +398,19 @@ def test_recording_stops_at_its_memory_limit(world):
         stop = ws.receive_json()
         assert stop["type"] == "recording" and not stop["on"] and "limit" in stop["reason"]
         read_frame(ws)
+
+
+def test_a_failing_fork_is_reported_and_frees_the_slot(world, monkeypatch):
+    def broken_fork():
+        raise MemoryError("no room for another player")
+
+    monkeypatch.setattr(world, "fork", broken_fork)
+    with make_client(world, max_sessions=1) as client:
+        for _ in range(2):  # the slot is freed each time
+            with client.websocket_connect("/ws") as ws:
+                reply = ws.receive_json()
+                assert reply["type"] == "error" and "no room" in reply["message"]
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_json()
+                assert closed.value.code == 1011
+        assert client.app.state.sessions == {}

@@ -49,13 +49,24 @@ def test_headless_mp4_from_random_actions_is_reproducible(fake_loader, tmp_path)
     outs = []
     for name in ("a.mp4", "b.mp4"):
         out = tmp_path / name
-        args = ["play", "--headless", "--random-actions", "12", "--seed", "3", "--prompt", str(prompt), "--out", str(out)]
+        args = [
+            "play",
+            "--headless",
+            "--random-actions",
+            "12",
+            "--seed",
+            "3",
+            "--prompt",
+            str(prompt),
+            "--out",
+            str(out),
+        ]
         assert cli.main(args) == 0
         with av.open(str(out)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert len(frames) == 13 and frames[0].shape == (256, 256, 3)
         outs.append(frames)
-    assert all(np.array_equal(a, b) for a, b in zip(*outs))
+    assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -82,8 +93,18 @@ def test_help_lists_the_flags(capsys):
         cli.main(["play", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--world", "--host", "--port", "--max-sessions", "--headless", "--prompt", "--actions",
-                 "--random-actions", "--out", "--fps-cap"):
+    for flag in (
+        "--world",
+        "--host",
+        "--port",
+        "--max-sessions",
+        "--headless",
+        "--prompt",
+        "--actions",
+        "--random-actions",
+        "--out",
+        "--fps-cap",
+    ):
         assert flag in text
 
 
@@ -97,7 +118,9 @@ def test_a_port_in_use_is_a_clear_error():
 
 
 def test_loopback_detection():
-    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("[::1]")
+    assert (
+        is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("[::1]")
+    )
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
 
 

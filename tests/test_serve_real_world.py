@@ -34,7 +34,9 @@ def _world_path() -> Path | None:
 
 
 WORLD_PATH = _world_path()
-pytestmark = pytest.mark.skipif(WORLD_PATH is None, reason="no bundled world yet (or set PLAYWORLD_TEST_WORLD)")
+pytestmark = pytest.mark.skipif(
+    WORLD_PATH is None, reason="no bundled world yet (or set PLAYWORLD_TEST_WORLD)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,9 @@ def test_real_world_plays_through_the_server(world):
     h, w = world.frame_size
     with TestClient(create_app(world, fps_cap=0)) as client, client.websocket_connect("/ws") as ws:
         hello = ws.receive_json()
-        assert hello["num_actions"] == world.num_actions and hello["action_labels"] == list(world.action_labels)
+        assert hello["num_actions"] == world.num_actions and hello["action_labels"] == list(
+            world.action_labels
+        )
         ws.receive_json()
         assert _frame(ws).shape == (h, w, 3)
 
@@ -71,7 +75,7 @@ def test_real_world_plays_through_the_server(world):
             return frames
 
         a, b = play(11), play(11)
-        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
         ws.send_json({"type": "step", "action": world.num_actions})
         assert ws.receive_json()["type"] == "error"
 
@@ -102,4 +106,4 @@ def test_check_env_passes_with_a_real_world(world):
         check_env(env)
     obs_a = [env.reset(seed=3)[0]] + [env.step(a)[0] for a in (0, 1, 2)]
     obs_b = [env.reset(seed=3)[0]] + [env.step(a)[0] for a in (0, 1, 2)]
-    assert all(np.array_equal(x, y) for x, y in zip(obs_a, obs_b))
+    assert all(np.array_equal(x, y) for x, y in zip(obs_a, obs_b, strict=True))

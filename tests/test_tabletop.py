@@ -18,8 +18,9 @@ from playworld.envs.tabletop import (  # noqa: E402
     TabletopConfig,
     get_suite,
     run_expert_episode,
+    scene,
+    tasks,
 )
-from playworld.envs.tabletop import scene, tasks  # noqa: E402
 from playworld.errors import PlayworldError  # noqa: E402
 
 NOOP = np.array([0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
@@ -37,7 +38,9 @@ def test_expert_solves_seen_episodes(blind_env):
     eps = get_suite("seen").episodes(20, seed=123)
     results = [run_expert_episode(blind_env, episode=ep, record=False) for ep in eps]
     solved = sum(r["success"] for r in results)
-    assert solved >= 19, [(ep.instruction, r["steps"]) for ep, r in zip(eps, results, strict=True) if not r["success"]]
+    assert solved >= 19, [
+        (ep.instruction, r["steps"]) for ep, r in zip(eps, results, strict=True) if not r["success"]
+    ]
     # every family of the training suite shows up in 20 episodes, and each ends by terminating
     assert {ep.family for ep in eps} == set(tasks.SUITE_FAMILIES["seen"])
     assert all(r["actions"][-1][0] == 1.0 and (r["actions"][:-1, 0] == 0).all() for r in results)
@@ -62,7 +65,9 @@ def test_doing_nothing_never_succeeds(blind_env):
 
 def test_success_is_read_from_the_simulator(blind_env):
     """Moving the target by hand into the goal flips success; the expert is not involved."""
-    ep = next(e for e in get_suite("seen", ["put_in_tray"]).episodes(10, seed=2) if e.objects[0].shape == "cube")
+    ep = next(
+        e for e in get_suite("seen", ["put_in_tray"]).episodes(10, seed=2) if e.objects[0].shape == "cube"
+    )
     blind_env.reset(options={"episode": ep})
     assert not blind_env.is_success()
     body = blind_env.object_ids[ep.goal.target]
@@ -179,7 +184,9 @@ def test_suites_hold_out_what_they_say():
     unseen_ins = get_suite("unseen-instructions").episodes(80, seed=0)
     new_words = {w for ep in unseen_ins for w in ep.instruction.lower().replace("?", "").split()} - seen_words
     assert {"crimson", "block", "furthest"} <= new_words
-    assert any("furthest from you" in ep.instruction or "closest to you" in ep.instruction for ep in unseen_ins)
+    assert any(
+        "furthest from you" in ep.instruction or "closest to you" in ep.instruction for ep in unseen_ins
+    )
     assert not {ep.instruction for ep in unseen_ins} & {ep.instruction for ep in seen}
     for ep in get_suite("symbols").episodes(20, seed=0):
         assert ep.goal.kind == "marker" and ep.markers[ep.goal.reference].glyph in ep.instruction

@@ -67,9 +67,15 @@ def test_layout_and_metadata_are_lerobot_v3(recorded):
     ):
         assert (out / path).is_file(), path
     data = pq.read_table(out / "data/chunk-000/file-000.parquet")
-    assert {"observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index"} <= set(
-        data.column_names
-    )
+    assert {
+        "observation.state",
+        "action",
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+    } <= set(data.column_names)
     assert data.num_rows == info["total_frames"]
     assert data["index"].to_pylist() == list(range(info["total_frames"]))
     episodes = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()

@@ -51,8 +51,8 @@ def test_seeded_reset_makes_episodes_reproducible(world):
     a = _episode(WorldEnv(world), 5, actions)
     b = _episode(WorldEnv(world), 5, actions)
     c = _episode(WorldEnv(world), 6, actions)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
     # and the episodes *after* a seeded reset are reproducible too
     env1, env2 = WorldEnv(world), WorldEnv(world)
     env1.reset(seed=9)
@@ -124,4 +124,3 @@ def test_registered_as_world_v0(world):
     obs, *_ = env.step(env.action_space.sample())
     assert obs.shape == (64, 64, 3)
     env.close()
-

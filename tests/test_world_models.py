@@ -120,10 +120,10 @@ def test_tokenizer_spatial_only_tokens_depend_on_their_frame_only():
 
 def test_tokenizer_overfits_a_batch():
     tok, (video, _) = tokenizer(), squares(B=2, T=4)
-    losses = train(tok, (video,), steps=150)
-    assert first_vs_last(losses) > 5, losses[::15]
+    losses = train(tok, (video,), steps=250)
+    assert first_vs_last(losses) > 5, losses[::25]
     _, logs = tok.training_step(video)
-    assert logs["psnr"] > 20 and logs["codebook_usage"] > 4
+    assert logs["psnr"] > 22 and logs["codebook_usage"] > 4
 
 
 # ---------------------------------------------------------------------------------------------

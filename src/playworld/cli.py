@@ -30,9 +30,11 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "lam": "playworld.train.commands:TrainLAM",
         "dynamics": "playworld.train.commands:TrainDynamics",
         "world": "playworld.train.commands:TrainWorld",
+        "vla": "playworld.policy.train_vla:TrainVLA",
     },
     "eval": {
         "world": "playworld.eval.world_eval:EvalWorld",
+        "vla": "playworld.eval.vla_eval:EvalVLA",
     },
     "play": "playworld.serve.commands:Play",
 }

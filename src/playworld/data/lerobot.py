@@ -133,6 +133,7 @@ class _VideoFile:
             self.stream.bit_rate = 8 * width * height * max(1, round(fps))
             self.stream.options = {"g": str(max(1, round(fps)))}
         self.num_frames = 0
+        self.bytes = 0
 
     def write(self, frames: np.ndarray) -> None:
         import av
@@ -140,16 +141,20 @@ class _VideoFile:
         for img in frames:
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             f.pts = self.num_frames
-            for pkt in self.stream.encode(f):
-                self.container.mux(pkt)
+            self._mux(self.stream.encode(f))
             self.num_frames += 1
 
+    def _mux(self, packets) -> None:
+        for pkt in packets:
+            self.bytes += pkt.size
+            self.container.mux(pkt)
+
     def size_mb(self) -> float:
-        return self.path.stat().st_size / 2**20 if self.path.exists() else 0.0
+        """Encoded size so far (the encoder holds back its last ~40 frames until close)."""
+        return self.bytes / 2**20
 
     def close(self) -> None:
-        for pkt in self.stream.encode():
-            self.container.mux(pkt)
+        self._mux(self.stream.encode())
         self.container.close()
 
 

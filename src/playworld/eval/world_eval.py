@@ -70,7 +70,7 @@ def latent_action_agreement(world: World, data, seed: int = 0, max_clips: int = 
     out.update({f"latent_{k}": v for k, v in codebook_stats(lat_test, world.num_actions).items()})
     if true_test is not None and ds.action_names and ds.actions is not None and ds.actions.ndim == 1:
         n_true = len(ds.action_names)
-        lat_val, true_val, _ = collect("validation")
+        lat_val, true_val, _ = collect("val")
         mapping = fit_latent_action_map(lat_val, true_val, world.num_actions, n_true)
         names = [n.upper() for n in ds.action_names]
         effect = changed & (true_test != (names.index("NOOP") if "NOOP" in names else -1))
@@ -203,7 +203,7 @@ class EvalWorld:
     """World folder (from `playworld train world`)."""
     data: Path
     """Dataset folder the world was trained on (its test split is never trained on)."""
-    split: Literal["train", "validation", "test"] = "test"
+    split: Literal["train", "val", "test"] = "test"
     """Which episodes to evaluate on."""
     clips: int = 64
     """Number of clips to evaluate."""

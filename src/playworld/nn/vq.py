@@ -36,6 +36,17 @@ class VectorQuantizer(nn.Module):
         l2_normalize: quantise directions on the unit sphere (cosine) instead of raw vectors.
         dead_code_steps: restart codes unused for this many training steps (0 disables restarts
             and the data-dependent initialisation).
+        entropy_weight: weight of the entropy regulariser (0 = off): with soft assignments
+            ``p(k | z) = softmax(-dist / entropy_temperature)``, it adds
+            ``weight * (mean_i H(p(. | z_i)) - H(mean_i p(. | z_i)))``: each input confidently on one
+            code, the batch spread over all codes (MAGVIT-v2's entropy loss). Restarts alone put
+            codes back, but cannot make the encoder *use* them; this does.
+        entropy_temperature: softness of those assignments.
+        variance_weight: weight of a variance penalty (0 = off) that keeps the batch of
+            (normalised) inputs spread: ``mean_d relu(1/sqrt(d) - std_batch(z_d))`` (unit vectors
+            spread evenly over the sphere have per-dimension std 1/sqrt(d)). It works on the
+            encoder, so it prevents collapse where restarts and the entropy term cannot: when
+            every input is almost the same vector.
     """
 
     def __init__(
@@ -45,10 +56,15 @@ class VectorQuantizer(nn.Module):
         beta: float = 0.25,
         l2_normalize: bool = True,
         dead_code_steps: int = 100,
+        entropy_weight: float = 0.0,
+        entropy_temperature: float = 0.2,
+        variance_weight: float = 0.0,
     ):
         super().__init__()
         self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
         self.l2_normalize, self.dead_code_steps = l2_normalize, dead_code_steps
+        self.entropy_weight, self.entropy_temperature = entropy_weight, entropy_temperature
+        self.variance_weight = variance_weight
         self.codebook = nn.Parameter(torch.randn(num_codes, code_dim))  # (K, d)
         # Training steps since each code was last chosen; starting "dead" = init from data.
         self.register_buffer("unused_steps", torch.full((num_codes,), dead_code_steps, dtype=torch.long))
@@ -97,6 +113,15 @@ class VectorQuantizer(nn.Module):
             indices = dist.argmin(dim=1)  # (N,)
             q = codes[indices]  # (N, d): gradients reach the codebook through this gather
             loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
+            if self.entropy_weight > 0:
+                p = torch.softmax(-dist / self.entropy_temperature, dim=-1)  # (N, K) soft assignments
+                per_input = -(p * torch.log(p.clamp_min(1e-10))).sum(-1).mean()
+                p_batch = p.mean(0)
+                batch = -(p_batch * torch.log(p_batch.clamp_min(1e-10))).sum()
+                loss = loss + self.entropy_weight * (per_input - batch)
+            if self.variance_weight > 0 and flat.shape[0] > 1:
+                target_std = (1.0 / flat.shape[1] ** 0.5) if self.l2_normalize else 1.0
+                loss = loss + self.variance_weight * F.relu(target_std - flat.std(dim=0)).mean()
             q = flat + (q - flat).detach()  # straight-through: forward q, backward identity to z
 
             counts = torch.bincount(indices, minlength=self.num_codes)

@@ -137,7 +137,9 @@ async def _file_bytes(request: Request, body: bytes) -> bytes:
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
     except Exception as e:
-        raise PlayworldError(f"malformed multipart upload ({e}); send the image in a field named 'file'") from None
+        raise PlayworldError(
+            f"malformed multipart upload ({e}); send the image in a field named 'file'"
+        ) from None
     try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -274,8 +276,10 @@ def create_app(
 
     def _too_large(n: int) -> Response:
         return JSONResponse(
-            {"error": f"the upload is too large ({n / 2**20:.1f} MB); images up to "
-             f"{max_upload_bytes / 2**20:.0f} MB are accepted"},
+            {
+                "error": f"the upload is too large ({n / 2**20:.1f} MB); images up to "
+                f"{max_upload_bytes / 2**20:.0f} MB are accepted"
+            },
             status_code=413,
         )
 
@@ -286,10 +290,14 @@ def create_app(
             return JSONResponse({"error": "no such session or format (gif, mp4)"}, status_code=404)
         frames = list(session.frames)  # a snapshot: the session may keep recording meanwhile
         if not frames:
-            return JSONResponse({"error": "nothing recorded yet: press Record, play, then download"}, status_code=409)
+            return JSONResponse(
+                {"error": "nothing recorded yet: press Record, play, then download"}, status_code=409
+            )
         scale = max(1, 256 // max(h, w))  # downloads are at least ~256 px, pixels kept crisp
-        data = await in_worker(encode, frames, fmt, video_fps, scale)
-        headers = {"content-disposition": f'attachment; filename="playworld-{time.strftime("%Y%m%d-%H%M%S")}.{fmt}"'}
+        data = await run_in_threadpool(encode, frames, fmt, video_fps, scale)  # not the step workers
+        headers = {
+            "content-disposition": f'attachment; filename="playworld-{time.strftime("%Y%m%d-%H%M%S")}.{fmt}"'
+        }
         return Response(data, media_type=FORMATS[fmt], headers=headers)
 
     # ---- WebSocket ---------------------------------------------------------------------------
@@ -301,8 +309,12 @@ def create_app(
             if len(session.frames) >= max_record_frames:
                 session.recording = False
                 await ws.send_json(
-                    {"type": "recording", "on": False, "frames": len(session.frames),
-                     "reason": f"the recording reached its limit of {max_record_frames} frames"}
+                    {
+                        "type": "recording",
+                        "on": False,
+                        "frames": len(session.frames),
+                        "reason": f"the recording reached its limit of {max_record_frames} frames",
+                    }
                 )
         fh, fw = frame.shape[:2]
         await ws.send_bytes(FRAME_HEADER.pack(session.seq, fh, fw, step_ms) + frame.tobytes())
@@ -321,7 +333,9 @@ def create_app(
         action = msg.get("action")
         if isinstance(action, bool) or not isinstance(action, int) or not 0 <= action < num_actions:
             choices = ", ".join(f"{i}={lab}" for i, lab in enumerate(labels))
-            raise PlayworldError(f"'action' must be an integer in 0..{num_actions - 1} ({choices}); got {action!r}")
+            raise PlayworldError(
+                f"'action' must be an integer in 0..{num_actions - 1} ({choices}); got {action!r}"
+            )
         if session.frame is None:
             raise PlayworldError('no prompt yet: send {"type": "reset", "prompt": ...} first')
         if fps_cap > 0:  # the server's own bound, whatever the client sends
@@ -337,7 +351,9 @@ def create_app(
         prompt_id, seed = msg.get("prompt"), msg.get("seed")
         if prompt_id is not None and not isinstance(prompt_id, str):
             raise PlayworldError(f"'prompt' must be a prompt id string such as 'sample:0'; got {prompt_id!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+        ):
             raise PlayworldError(f"'seed' must be a non-negative integer or null; got {seed!r}")
         await do_reset(ws, session, prompt_id, seed)
 
@@ -355,23 +371,36 @@ def create_app(
         if not hasattr(session.world, "maskgit_steps"):
             raise PlayworldError("this world has no MaskGIT decoding steps to set")
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_MASKGIT_STEPS:
-            raise PlayworldError(f"'maskgit_steps' must be an integer in 1..{MAX_MASKGIT_STEPS}; got {steps!r}")
+            raise PlayworldError(
+                f"'maskgit_steps' must be an integer in 1..{MAX_MASKGIT_STEPS}; got {steps!r}"
+            )
         session.world.maskgit_steps = steps  # this fork only; safe: the session's steps are sequential
         await ws.send_json({"type": "settings", "maskgit_steps": steps})
 
     async def on_ping(ws: WebSocket, session: Session, msg: dict) -> None:
         await ws.send_json({"type": "pong"})
 
-    handlers = {"step": on_step, "reset": on_reset, "record": on_record, "settings": on_settings, "ping": on_ping}
+    handlers = {
+        "step": on_step,
+        "reset": on_reset,
+        "record": on_record,
+        "settings": on_settings,
+        "ping": on_ping,
+    }
 
     async def handle(ws: WebSocket, session: Session, message: dict) -> None:
         text = message.get("text")
         if text is None:
-            await ws.send_json(_error("binary messages are not accepted; send JSON text such as "
-                                      '{"type": "step", "action": 0}'))
+            await ws.send_json(
+                _error(
+                    'binary messages are not accepted; send JSON text such as {"type": "step", "action": 0}'
+                )
+            )
             return
         if len(text) > MAX_MESSAGE_CHARS:
-            await ws.send_json(_error(f"message too large ({len(text)} characters; at most {MAX_MESSAGE_CHARS})"))
+            await ws.send_json(
+                _error(f"message too large ({len(text)} characters; at most {MAX_MESSAGE_CHARS})")
+            )
             return
         try:
             msg = json.loads(text)
@@ -381,8 +410,12 @@ def create_app(
         kind = msg.get("type") if isinstance(msg, dict) else None
         handler = handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            await ws.send_json(_error(f"unknown message type {kind!r}; valid types: {', '.join(handlers)}",
-                                      kind if isinstance(kind, str) else None))
+            await ws.send_json(
+                _error(
+                    f"unknown message type {kind!r}; valid types: {', '.join(handlers)}",
+                    kind if isinstance(kind, str) else None,
+                )
+            )
             return
         try:
             await handler(ws, session, msg)
@@ -392,7 +425,9 @@ def create_app(
             raise
         except Exception as e:  # a model bug must not end the tab's session, let alone the server
             log.exception("error while handling a '%s' message", kind)
-            await ws.send_json(_error(f"internal error while handling '{kind}': {type(e).__name__}: {e}", kind))
+            await ws.send_json(
+                _error(f"internal error while handling '{kind}': {type(e).__name__}: {e}", kind)
+            )
 
     def origin_ok(ws: WebSocket) -> bool:
         """Refuse cross-site pages (a browser always sends Origin; scripts and tools may not)."""
@@ -409,27 +444,46 @@ def create_app(
         await ws.accept()
         sessions = app.state.sessions
         if len(sessions) >= max_sessions:
-            await ws.send_json({
-                "type": "busy",
-                "message": f"The server is busy: all {max_sessions} play sessions are in use. Close another "
-                "playworld tab and reload, or restart the server with a larger --max-sessions.",
-            })
+            await ws.send_json(
+                {
+                    "type": "busy",
+                    "message": f"The server is busy: all {max_sessions} play sessions are in use. Close another "
+                    "playworld tab and reload, or restart the server with a larger --max-sessions.",
+                }
+            )
             await ws.close(code=1013, reason="busy")
             return
         token = secrets.token_urlsafe(16)
         sessions[token] = None  # hold the slot while the fork is made
         try:
-            session = Session(token, await in_worker(world.fork))
+            try:
+                session = Session(token, await in_worker(world.fork))
+            except Exception as e:
+                log.exception("world.fork() failed")
+                await ws.send_json(_error(f"could not start a play session: {type(e).__name__}: {e}"))
+                await ws.close(code=1011)
+                return
             sessions[token] = session
-            await ws.send_json({
-                "type": "hello", "session": token, "num_actions": num_actions, "action_labels": labels,
-                "frame_size": [h, w], "fps_cap": fps_cap, "prompts": prompt_list(),
-                "max_upload_bytes": max_upload_bytes, "maskgit_steps": getattr(session.world, "maskgit_steps", None),
-            })
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "session": token,
+                    "num_actions": num_actions,
+                    "action_labels": labels,
+                    "frame_size": [h, w],
+                    "fps_cap": fps_cap,
+                    "prompts": prompt_list(),
+                    "max_upload_bytes": max_upload_bytes,
+                    "maskgit_steps": getattr(session.world, "maskgit_steps", None),
+                }
+            )
             try:
                 await do_reset(ws, session, "sample:0" if samples else "blank", None)
-            except PlayworldError as e:
-                await ws.send_json(_error(str(e), "reset"))
+            except (WebSocketDisconnect, asyncio.CancelledError):
+                raise
+            except Exception as e:  # the tab can still pick or upload another prompt
+                log.exception("the first reset failed")
+                await ws.send_json(_error(f"could not start from the first sample prompt: {e}", "reset"))
             while True:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":

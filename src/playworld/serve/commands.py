@@ -27,12 +27,12 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
     try:
         actions = [int(a) for a in text.replace(" ", "").split(",") if a != ""]
     except ValueError:
-        raise PlayworldError(f"--actions must be comma-separated integers such as 0,3,3,1; got '{text}'") from None
+        raise PlayworldError(
+            f"--actions must be comma-separated integers such as 0,3,3,1; got '{text}'"
+        ) from None
     bad = [a for a in actions if not 0 <= a < num_actions]
     if bad or not actions:
-        raise PlayworldError(
-            f"--actions must list latent action ids in 0..{num_actions - 1}; got '{text}'"
-        )
+        raise PlayworldError(f"--actions must list latent action ids in 0..{num_actions - 1}; got '{text}'")
     return actions
 
 
@@ -83,7 +83,9 @@ class Play:
         if self.headless:
             return self.run_headless()
         if self.actions is not None or self.random_actions is not None:
-            raise PlayworldError("--actions/--random-actions need --headless (in the browser you choose the actions)")
+            raise PlayworldError(
+                "--actions/--random-actions need --headless (in the browser you choose the actions)"
+            )
         return self.serve()
 
     def run_headless(self) -> int:

@@ -47,7 +47,11 @@ def uvicorn_server(app):
     import uvicorn
 
     config = uvicorn.Config(
-        app, log_level="warning", ws_max_size=WS_MAX_SIZE, ws_ping_interval=20, ws_ping_timeout=20,
+        app,
+        log_level="warning",
+        ws_max_size=WS_MAX_SIZE,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
         lifespan="on",
     )
     return uvicorn.Server(config)

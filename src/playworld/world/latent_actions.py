@@ -12,11 +12,19 @@ How it is built here:
   frames, each frame's patches preceded by a learned *action query* token. The query's output at
   frame t+1 (which sees frames <= t+1) is projected to ``code_dim``: the latent of t -> t+1.
 - VQ with the anti-collapse measures of :mod:`playworld.nn.vq` (LAM codebook collapse is the
-  known pitfall): L2-normalised low-dimensional codes, data init and dead-code restarts; and
-  the latents are batch-standardised before quantisation (see ``encode_latents``).
+  known pitfall): L2-normalised low-dimensional codes, data init, dead-code restarts and the
+  entropy regulariser; the latents are batch-standardised before quantisation; and the loss
+  is the next-frame MSE divided by the MSE of copying frame t, so that on mostly static game
+  frames (copy PSNR ~32 dB) the reconstruction term is not drowned by the VQ terms.
 - Decoder: an ST transformer over the patches of frames 0..T-2, with the embedded code of
   t -> t+1 added to every patch of frame t; it predicts frame t+1 as a residual on frame t, so
   its capacity goes to what changes. 8 codes = 3 bits per step: too few to smuggle the frame.
+
+Measured on Atari (Pitfall + Montezuma, random policy, 64x64, 600 steps of 16 clips x 4
+frames, patch 16, 2+2 layers): codes in use on held-out clips / NMI with the true actions:
+restarts + batch-standardised latents only: 1 / 0.00; + normalised loss: 1 / 0.00; + entropy
+term without the normalised loss: 1-5 / 0.00-0.16; all three: 4-8 / 0.11-0.23; all but the
+batch standardisation: 1 / 0.00.
 
 Presets (parameters; 64x64 frames):
     tiny   ~1.6M  patch 8, enc 4 x 128, dec 4 x 128
@@ -77,6 +85,14 @@ class LatentActionConfig(ModelConfig):
     """Commitment loss weight."""
     dead_code_steps: int = 50
     """Restart action codes unused for this many training steps (0 disables)."""
+    entropy_weight: float = 0.1
+    """Weight of the VQ entropy regulariser that keeps every action code in use (0 disables)."""
+    entropy_temperature: float = 0.2
+    """Softness of the soft code assignments of the entropy regulariser."""
+    variance_weight: float = 0.0
+    """Weight of the VQ variance penalty that keeps action latents spread (0 disables)."""
+    latent_norm: bool = True
+    """Batch-standardise latents before quantisation."""
     max_frames: int = 16
     """Temporal window: a frame attends to itself and the ``max_frames - 1`` before it."""
 
@@ -98,8 +114,10 @@ class LatentActionConfig(ModelConfig):
                 raise PlayworldError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.max_frames < 2:
             raise PlayworldError("max_frames must be >= 2: an action needs two frames.")
-        if self.beta < 0 or self.dead_code_steps < 0:
-            raise PlayworldError("beta and dead_code_steps must be >= 0.")
+        if self.beta < 0 or self.dead_code_steps < 0 or self.entropy_weight < 0:
+            raise PlayworldError("beta, dead_code_steps and entropy_weight must be >= 0.")
+        if self.entropy_temperature <= 0:
+            raise PlayworldError(f"entropy_temperature must be > 0, got {self.entropy_temperature}.")
 
 
 class LatentActionModel(PretrainedModel):
@@ -118,7 +136,11 @@ class LatentActionModel(PretrainedModel):
         self.encoder = STTransformer(c.enc_depth, c.dim, S + 1, **stack)
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.latent_norm = nn.BatchNorm1d(c.code_dim, affine=False)
-        self.vq = VectorQuantizer(c.num_actions, c.code_dim, c.beta, l2_normalize=True, dead_code_steps=c.dead_code_steps)
+        self.vq = VectorQuantizer(
+            c.num_actions, c.code_dim, c.beta, l2_normalize=True, dead_code_steps=c.dead_code_steps,
+            entropy_weight=c.entropy_weight, entropy_temperature=c.entropy_temperature,
+            variance_weight=c.variance_weight,
+        )
         self.dec_patch_embed = nn.Linear(P, c.dim)
         self.action_embed = nn.Linear(c.code_dim, c.dim)
         self.decoder = STTransformer(c.dec_depth, c.dim, S, **stack)
@@ -149,6 +171,8 @@ class LatentActionModel(PretrainedModel):
         # Standardise latents over the batch (running stats at eval): at init every latent is
         # nearly the same vector, so all would share one code and the decoder would learn to
         # ignore it (measured: 1 of 8 codes used without this, 8 of 8 with it).
+        if not self.config.latent_norm:
+            return z
         # A frozen model (eval or no_grad) uses the running statistics, so it never changes.
         bn, learning = self.latent_norm, self.training and torch.is_grad_enabled()
         with torch.autocast(z.device.type, enabled=False):
@@ -178,17 +202,24 @@ class LatentActionModel(PretrainedModel):
         return actions
 
     def training_step(self, video: Tensor, actions: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Loss = next-frame MSE + VQ loss on clips ``(B, T, C, H, W)`` in [0, 1] (``actions`` unused)."""
+        """Loss = next-frame MSE / copy-frame MSE + VQ loss on clips ``(B, T, C, H, W)`` in [0, 1].
+
+        ``actions`` is unused (the model learns without them). Training needs B * (T-1) >= 2
+        transitions (batch-standardised latents).
+        """
         pred, _, vq_loss, stats = self(video)
         target = video[:, 1:].float()
         mse = F.mse_loss(pred, target)
+        # Copying frame t is the baseline the code must beat: dividing by it puts the loss on
+        # the scale of what changes, however static the game (see the module docstring).
+        copy_mse = F.mse_loss(video[:, :-1].float(), target)
+        loss = mse / (copy_mse + 1e-4) + vq_loss
         with torch.no_grad():
             psnr = -10 * torch.log10(F.mse_loss(pred.clamp(0, 1), target).clamp_min(1e-10))
-            # Copying frame t is the baseline the code must beat: the gap is what actions explain.
-            copy_psnr = -10 * torch.log10(F.mse_loss(video[:, :-1].float(), target).clamp_min(1e-10))
+            copy_psnr = -10 * torch.log10(copy_mse.clamp_min(1e-10))
         logs = {"recon_mse": float(mse.detach()), "psnr": float(psnr), "copy_psnr": float(copy_psnr),
                 "vq_loss": float(vq_loss.detach()), **stats}
-        return mse + vq_loss, logs
+        return loss, logs
 
     @torch.no_grad()
     def sample_images(self, video: Tensor, n: int = 4) -> Tensor:

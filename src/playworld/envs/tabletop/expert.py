@@ -102,6 +102,7 @@ class ScriptedExpert:
             self.phases += [
                 _Phase("carry", gripper=1.0, tol=0.012),
                 _Phase("lower", gripper=1.0, speed=SLOW, tol=0.008),
+                _Phase("settle", gripper=1.0, hold=2),  # let a swinging object come to rest
                 _Phase("release", gripper=0.0, hold=3),
                 _Phase("retreat", gripper=0.0, speed=SLOW, tol=0.02),
             ]
@@ -228,24 +229,25 @@ class ScriptedExpert:
     def _enter(self, name: str) -> None:
         """Fix the waypoint of phases that hold or leave from wherever they start."""
         target = self.env.target_pos
-        if name in ("close", "release"):
-            self.fixed = target.copy()  # do not chase an object the closing fingers nudge
+        if name in ("close", "settle", "release"):
+            self.fixed = target.copy()  # stay put; do not chase an object the fingers nudge
         elif name in ("lift", "hold"):
             self.fixed = np.array([target[0], target[1], CARRY_Z])
+            if name == "lift" and self.kind == "next_to":
+                # turn now (turning on the move swings a held ball) so the fingers will open
+                # sideways to the reference when letting go, not into it
+                ref = self.env.object_pose(self.env.episode.goal.reference)[0][:2]
+                side = self.goal_xy - ref
+                across = math.atan2(side[1], side[0]) + math.pi / 2
+                self.yaw_goal = self._target_yaw() + _wrap(across - self.env.finger_axis_yaw(), math.pi)
         elif name == "retreat":
             back = -0.03 * self.push_dir if self.kind == "region" and self.shape.pushable else np.zeros(2)
             self.fixed = np.array([target[0] + back[0], target[1] + back[1], max(target[2] + 0.08, 0.13)])
-        elif name == "carry" and self.kind == "next_to":
-            # turn so the fingers open sideways to the reference, not into it
-            ref = self.env.object_pose(self.env.episode.goal.reference)[0][:2]
-            side = self.goal_xy - ref
-            across = math.atan2(side[1], side[0]) + math.pi / 2
-            self.yaw_goal = self._target_yaw() + _wrap(across - self.env.finger_axis_yaw(), math.pi)
 
     def _waypoint(self, name: str) -> np.ndarray:
         env = self.env
         obj = env.object_pose(self.i)[0]
-        if name in ("close", "release", "lift", "hold", "retreat"):
+        if name in ("close", "release", "lift", "hold", "settle", "retreat"):
             return self.fixed
         if name == "above":
             return np.array([obj[0], obj[1], max(2 * self.shape.half_height + 0.08, 0.14)])

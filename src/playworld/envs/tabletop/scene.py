@@ -118,7 +118,7 @@ ARM_REST = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785)
 #: Gripper pointing straight down with yaw 0: the orientation every episode starts from and
 #: the reference for the rotation part of the state.
 HOME_ORN = (1.0, 0.0, 0.0, 0.0)  # quaternion (x, y, z, w) = 180 degrees about x
-HOME_POS = (0.45, 0.0, 0.25)
+HOME_POS = (0.3, 0.0, 0.3)  # near the robot, so the hand hides little of the table at the start
 
 
 # -- PyBullet process plumbing ------------------------------------------------------------------
@@ -216,12 +216,18 @@ def load_robot(pb) -> int:
 
 
 def add_table(pb) -> int:
-    """A large box whose top face is the plane z = 0."""
+    """A large box whose top face is the plane z = 0.
+
+    It is not drawn: it fills the whole camera view, so :func:`render` paints every pixel
+    that nothing else covers in the table's colour instead. TinyRenderer's cost grows with the
+    pixels a shape covers, and drawing the table made each frame ~2.5x slower.
+    """
     half = (0.55, 0.6, 0.05)
     center = (0.35, 0.0, -half[2])
     col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half)
-    vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=(*TABLE_COLOR, 1.0))
-    table = pb.createMultiBody(0, col, vis, basePosition=center)
+    table = pb.createMultiBody(0, col, -1, basePosition=center)
+    # PyBullet draws the collision shape of a body without a visual one; alpha 0 skips it
+    pb.changeVisualShape(table, -1, rgbaColor=(0, 0, 0, 0))
     pb.changeDynamics(table, -1, lateralFriction=0.5)
     return table
 
@@ -236,7 +242,10 @@ def add_object(pb, shape_name: str, color: str, xy: tuple[float, float], yaw: fl
     elif shape.kind == "cylinder":
         r, h = shape.size
         col = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=r, height=h)
-        vis = pb.createVisualShape(pb.GEOM_CYLINDER, radius=r, length=h, rgbaColor=rgba)
+        vertices, indices, normals = cylinder_mesh(r, h)
+        vis = pb.createVisualShape(
+            pb.GEOM_MESH, vertices=vertices, indices=indices, normals=normals, rgbaColor=rgba
+        )
     else:
         col = pb.createCollisionShape(pb.GEOM_SPHERE, radius=shape.size[0])
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=shape.size[0], rgbaColor=rgba)
@@ -245,18 +254,46 @@ def add_object(pb, shape_name: str, color: str, xy: tuple[float, float], yaw: fl
         shape.mass, col, vis, basePosition=(xy[0], xy[1], shape.half_height), baseOrientation=orn
     )
     # Friction with the table (0.6 x 0.5) is low enough that a pushed cube slides instead of
-    # tipping over; torsional friction with the fingers (0.05 x 0.1) stops a held object from
-    # pivoting between them; rolling friction keeps balls from rolling off the table.
+    # tipping over; torsional friction with the fingers stops a held object from pivoting
+    # between them; rolling friction makes balls rubbery, so a ball let go of stays put.
     pb.changeDynamics(
         body,
         -1,
         lateralFriction=0.6,
         spinningFriction=0.05,
-        rollingFriction=0.002,
+        rollingFriction=0.03 if shape.kind == "sphere" else 0.002,
         linearDamping=0.2,
         angularDamping=0.2,
     )
     return body
+
+
+def cylinder_mesh(radius: float, height: float, segments: int = 24):
+    """Vertices, triangle indices and normals of a closed cylinder centred on the origin.
+
+    PyBullet's own cylinder shares vertices between the caps and the side, so its caps are
+    shaded like domes (a plate looked like a ball); here the caps are flat and the side round.
+    """
+    angles = np.linspace(0, 2 * math.pi, segments, endpoint=False)
+    ring = [(radius * math.cos(a), radius * math.sin(a)) for a in angles]
+    vertices, normals, indices = [], [], []
+    for z, nz in ((h := height / 2, 1.0), (-h, -1.0)):  # caps: a centre and a ring, facing out
+        c = len(vertices)
+        vertices.append((0.0, 0.0, z))
+        vertices += [(x, y, z) for x, y in ring]
+        normals += [(0.0, 0.0, nz)] * (segments + 1)
+        for i in range(segments):
+            a, b = c + 1 + i, c + 1 + (i + 1) % segments
+            indices += [c, a, b] if nz > 0 else [c, b, a]
+    s = len(vertices)  # side: top and bottom rings again, with outward normals
+    for x, y in ring:
+        vertices += [(x, y, h), (x, y, -h)]
+        normals += [(x / radius, y / radius, 0.0)] * 2
+    for i in range(segments):
+        t0, b0 = s + 2 * i, s + 2 * i + 1
+        t1, b1 = s + 2 * ((i + 1) % segments), s + 2 * ((i + 1) % segments) + 1
+        indices += [t0, b0, b1, t0, b1, t1]
+    return vertices, indices, normals
 
 
 def add_tray(pb, color: str, xy: tuple[float, float]) -> int:
@@ -334,19 +371,24 @@ class Camera:
     nothing of the arm between the camera and the objects except the hand.
     """
 
-    eye: tuple[float, float, float] = (0.85, 0.0, 1.1)
+    # High and narrow: the arm, reaching towards the camera, hides less of the table than
+    # from a closer, wider camera. Frames the table from x = 0.2 to 0.8 m, y = +-0.35 m.
+    eye: tuple[float, float, float] = (0.78, 0.0, 1.6)
     target: tuple[float, float, float] = (0.49, 0.0, 0.0)
     up: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    fov_deg: float = 36.0  # frames the table from x = 0.22 to 0.78 m, y = +-0.33 m
+    fov_deg: float = 25.0
     near: float = 0.05
     far: float = 3.0
 
 
 def render(pb, camera: Camera, width: int, height: int) -> np.ndarray:
-    """RGB uint8 (height, width, 3) with TinyRenderer (CPU; no shadows, no segmentation)."""
+    """RGB uint8 (height, width, 3) with TinyRenderer (CPU; no shadows, no segmentation).
+
+    Pixels where nothing was drawn show the table top (see :func:`add_table`).
+    """
     view = pb.computeViewMatrix(camera.eye, camera.target, camera.up)
     proj = pb.computeProjectionMatrixFOV(camera.fov_deg, width / height, camera.near, camera.far)
-    _, _, rgba, _, _ = pb.getCameraImage(
+    _, _, rgba, depth, _ = pb.getCameraImage(
         width,
         height,
         view,
@@ -359,4 +401,10 @@ def render(pb, camera: Camera, width: int, height: int) -> np.ndarray:
         lightSpecularCoeff=0.05,
         flags=pb.ER_NO_SEGMENTATION_MASK,
     )
-    return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3].copy()
+    rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3].copy()
+    empty = np.asarray(depth, dtype=np.float32).reshape(height, width) > 0.9999  # cleared depth
+    rgb[empty] = _TABLE_RGB
+    return rgb
+
+
+_TABLE_RGB = np.round(np.array(TABLE_COLOR) * 255).astype(np.uint8)

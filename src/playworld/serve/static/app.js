@@ -26,7 +26,7 @@ const state = {
   lastAction: null,
   idle: "pause",
   cap: 30,
-  lastSend: 0,
+  nextSend: 0,
   timer: null,
   frameTimes: [],
   stepMs: [],
@@ -184,14 +184,17 @@ function pump() {
   if (!state.ready || state.inFlight > 0) return;
   const action = state.taps.length ? state.taps[0] : currentAction();
   if (action === null || action === undefined) return;
-  const wait = state.lastSend + 1000 / state.cap - performance.now();
+  const now = performance.now();
+  const wait = state.nextSend - now;
   if (wait > 0) {
     if (!state.timer) state.timer = setTimeout(() => { state.timer = null; pump(); }, wait);
     return;
   }
   if (state.taps.length) state.taps.shift();
   state.inFlight += 1;
-  state.lastSend = performance.now();
+  // a fixed cadence (timer jitter is made up, at most one period's worth) instead of now + period
+  const period = 1000 / state.cap;
+  state.nextSend = Math.max(state.nextSend, now - period) + period;
   state.lastAction = action;
   send({ type: "step", action });
   state.buttons.forEach((b, i) => b.classList.toggle("last", i === action));

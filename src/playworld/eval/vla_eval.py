@@ -1,0 +1,217 @@
+"""``playworld eval vla``: a VLA policy in closed loop on the tabletop suites, RT-2 style.
+
+Per suite (``seen``, ``unseen-objects``, ``unseen-instructions``, ``symbols``, ``reasoning``):
+
+- **success rate** over ``--episodes`` episodes with its 95% Wilson interval, and per task;
+- **control rate**: actions per second of the policy alone (image encoding + prefix + 8 tokens),
+  with the machine it was measured on;
+- **VQA accuracy**: questions about the first frame of each episode, answered from the
+  simulator's state (:mod:`playworld.policy.vqa`), exact match after normalisation;
+- a **GIF** of the first episodes with the instruction and the decoded action text overlaid.
+
+The episode list is ``suite.episodes(n, seed)`` with ``--seed 1`` by default; training data is
+recorded with seed 0, so the evaluation episodes are new layouts.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from playworld.errors import PlayworldError
+from playworld.utils import atomic_write_json, get_logger
+
+log = get_logger("eval.vla")
+
+SuiteName = Literal["seen", "unseen-objects", "unseen-instructions", "symbols", "reasoning", "all"]
+
+
+def machine_info() -> dict[str, Any]:
+    """Where timings were taken: CPU model, cores, torch threads, GPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def overlay(image: np.ndarray, top: str, bottom: str, scale: int = 3) -> np.ndarray:
+    """Upscale an (H, W, 3) frame and write ``top`` / ``bottom`` text on dark bands."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = image.shape[:2]
+    img = Image.fromarray(image).resize((w * scale, h * scale), Image.NEAREST)
+    band = 14 * max(1, scale // 2)
+    canvas = Image.new("RGB", (w * scale, h * scale + 2 * band), (20, 20, 24))
+    canvas.paste(img, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(10, band - 4))
+    draw.text((4, 2), top[:70], fill=(255, 255, 255), font=font)
+    draw.text((4, h * scale + band + 2), bottom[:70], fill=(255, 220, 120), font=font)
+    return np.asarray(canvas)
+
+
+def evaluate_suite(
+    policy,
+    suite: str,
+    episodes: int,
+    seed: int = 1,
+    max_steps: int = 120,
+    gif_episodes: int = 0,
+    vqa_per_episode: int = 4,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Run ``episodes`` closed-loop episodes of ``suite``; returns (metrics, GIF frames)."""
+    from playworld.envs.tabletop import Tabletop, get_suite
+    from playworld.eval.metrics import confidence_interval_95
+    from playworld.policy.vqa import answers_match, plan_question, sample_questions, scene_from_env
+
+    env = Tabletop(suite=suite, max_steps=max_steps)
+    specs = get_suite(suite).episodes(episodes, seed=seed)
+    rng = np.random.default_rng([seed, 17])
+    successes, steps, per_task, gif = 0, [], {}, []
+    vqa_total, vqa_right, vqa_kinds = 0, 0, {}
+    policy.step_seconds.clear()
+    fallbacks0 = policy.num_fallbacks
+    try:
+        for k, spec in enumerate(specs):
+            obs, info = env.reset(options={"episode": spec})
+            qas = sample_questions(scene_from_env(env), rng, vqa_per_episode) if vqa_per_episode else []
+            if vqa_per_episode:
+                qas.append(plan_question(spec))
+            for qa in qas:
+                ok = answers_match(policy.answer(obs, qa.question), qa.answer)
+                vqa_total += 1
+                vqa_right += ok
+                r, n = vqa_kinds.get(qa.kind, (0, 0))
+                vqa_kinds[qa.kind] = (r + ok, n + 1)
+            policy.reset()
+            t = 0
+            while True:
+                action = policy.select_action(obs, spec.instruction)
+                if k < gif_episodes:
+                    text = f"{policy.last_action_text}" + (f" | {policy.last_plan}" if policy.last_plan else "")
+                    gif.append(overlay(obs["image"], spec.instruction, text))
+                obs, _, terminated, truncated, info = env.step(action)
+                t += 1
+                if terminated or truncated:
+                    break
+            if k < gif_episodes:
+                verdict = "success" if info["success"] else "failure"
+                gif += [overlay(obs["image"], spec.instruction, verdict)] * 5
+            successes += bool(info["success"])
+            steps.append(t)
+            s, n = per_task.get(spec.family, (0, 0))
+            per_task[spec.family] = (s + bool(info["success"]), n + 1)
+            log.info("%s %d/%d: %s -> %s in %d steps", suite, k + 1, episodes, spec.instruction,
+                     "success" if info["success"] else "failure", t)
+    finally:
+        env.close()
+    lo, hi = confidence_interval_95(successes, episodes)
+    metrics = {
+        "episodes": episodes,
+        "successes": successes,
+        "success_rate": successes / episodes,
+        "ci95": [lo, hi],
+        "per_task": {t: {"successes": s, "episodes": n, "success_rate": s / n} for t, (s, n) in sorted(per_task.items())},
+        "mean_steps": float(np.mean(steps)),
+        "control_hz": policy.control_hz,
+        "policy_ms_per_step": 1000.0 * float(np.mean(policy.step_seconds)) if policy.step_seconds else None,
+        "no_op_fallbacks": policy.num_fallbacks - fallbacks0,
+        "vqa_accuracy": vqa_right / vqa_total if vqa_total else None,
+        "vqa_questions": vqa_total,
+        "vqa_per_kind": {k: {"correct": r, "questions": n, "accuracy": r / n} for k, (r, n) in sorted(vqa_kinds.items())},
+    }
+    return metrics, gif
+
+
+@dataclass
+class EvalVLA:
+    """Evaluate a VLA policy in closed loop: success rate (95% CI) per suite, control rate, VQA accuracy, GIFs."""
+
+    policy: Path
+    """Folder of a trained VLA (`playworld train vla --out`)."""
+    suite: SuiteName = "seen"
+    """Tabletop suite, or all of them."""
+    episodes: int = 20
+    """Episodes per suite."""
+    seed: int = 1
+    """Seed of the episode list (training data is recorded with seed 0)."""
+    max_steps: int = 120
+    """Control steps before an episode counts as a failure."""
+    vqa_per_episode: int = 4
+    """Scene questions per episode (plus one plan question); 0 skips VQA."""
+    gif_episodes: int = 3
+    """Episodes per suite drawn into the GIF (0: no GIF)."""
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    """Weights at inference."""
+    unconstrained: bool = False
+    """Switch off the action-token constraint (ablation)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    out: Path | None = None
+    """Where vla_eval.json and the GIFs go (default: POLICY/eval)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise PlayworldError(f"--episodes must be >= 1, got {self.episodes}.")
+        if self.max_steps < 1 or self.threads < 0 or self.vqa_per_episode < 0 or self.gif_episodes < 0:
+            raise PlayworldError("--max-steps must be >= 1 and --threads, --vqa-per-episode, --gif-episodes >= 0.")
+
+    def run(self) -> dict[str, Any]:
+        from playworld.envs.tabletop import SUITES
+        from playworld.policy.vla_policy import VLAPolicy
+        from playworld.viz import save_gif
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        policy = VLAPolicy.from_pretrained(self.policy, dtype=self.dtype, constrained=not self.unconstrained)
+        out = Path(self.out) if self.out else Path(self.policy) / "eval"
+        suites = list(SUITES) if self.suite == "all" else [self.suite]
+        report: dict[str, Any] = {
+            "policy": str(self.policy),
+            "backbone": policy.model.config.backbone,
+            "plan": policy.model.config.plan,
+            "constrained": not self.unconstrained,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "machine": machine_info(),
+            "suites": {},
+        }
+        start = time.perf_counter()
+        for name in suites:
+            metrics, frames = evaluate_suite(
+                policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode
+            )
+            if frames:
+                metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))
+            report["suites"][name] = metrics
+            lo, hi = metrics["ci95"]
+            vqa = metrics["vqa_accuracy"]
+            print(
+                f"{name:<20} success {metrics['successes']}/{metrics['episodes']} = {100 * metrics['success_rate']:.0f}% "
+                f"[95% CI {100 * lo:.0f}-{100 * hi:.0f}%]  control {metrics['control_hz']:.1f} Hz  "
+                f"VQA {'-' if vqa is None else f'{100 * vqa:.0f}%'}"
+            )
+        report["seconds"] = time.perf_counter() - start
+        atomic_write_json(out / "vla_eval.json", report)
+        print(f"wrote {out / 'vla_eval.json'}")
+        return report

