@@ -733,7 +733,7 @@ class LeRobotDataset:
             if self.features.get(name, {}).get("dtype") == "image":
                 cols[name] = col.to_pylist()
             else:
-                cols[name] = col.to_pylist() if pa_is_nested(col.type) else col.to_numpy()
+                cols[name] = col.to_pylist() if _is_nested(col.type) else col.to_numpy()
         return cols
 
     def _frames(self, i: int, rows: dict[str, Any]) -> np.ndarray:
@@ -835,7 +835,7 @@ class LeRobotDataset:
         self._table_cache = None
 
 
-def pa_is_nested(t) -> bool:
+def _is_nested(t) -> bool:
     import pyarrow as pa
 
     return (

@@ -47,19 +47,22 @@ def _clip_batches(clips: ClipDataset, n: int, batch_size: int, seed: int):
 
 
 @torch.no_grad()
-def latent_action_agreement(world: World, data, seed: int = 0, max_clips: int = 256, clip_len: int = 8) -> dict[str, Any]:
-    """Latent vs true actions: NMI, and a latent -> true map fitted on validation, scored on test."""
+def latent_action_agreement(lam, data, seed: int = 0, max_clips: int = 256, clip_len: int = 8) -> dict[str, Any]:
+    """Latent vs true actions of a :class:`LatentActionModel`: codebook usage on the test split and,
+    where the data has true actions, NMI and a latent -> true map fitted on val, scored on test."""
     from playworld.eval.metrics import codebook_stats, fit_latent_action_map, latent_map_accuracy, normalized_mutual_info
 
     ds = load_dataset(data)
     out: dict[str, Any] = {}
+    device = next(lam.parameters()).device
+    lam.eval()
 
     def collect(split: str):
         clips = ClipDataset(ds, clip_len, split=split, with_actions=ds.has_actions, seed=seed)
         lat, tru, changed = [], [], []
         for frames, actions in _clip_batches(clips, max_clips, 16, seed):
-            video = frames_to_video(frames, world.device)
-            lat.append(world.lam.infer_actions(video).cpu().numpy().ravel())
+            video = frames_to_video(frames, device)
+            lat.append(lam.infer_actions(video).cpu().numpy().ravel())
             diff = (frames[:, 1:].float() - frames[:, :-1].float()).abs().mean(dim=(2, 3, 4))  # (B, T-1)
             changed.append((diff > 0.5).numpy().ravel())
             if actions is not None:
@@ -67,11 +70,11 @@ def latent_action_agreement(world: World, data, seed: int = 0, max_clips: int = 
         return np.concatenate(lat), (np.concatenate(tru) if tru else None), np.concatenate(changed)
 
     lat_test, true_test, changed = collect("test")
-    out.update({f"latent_{k}": v for k, v in codebook_stats(lat_test, world.num_actions).items()})
+    out.update({f"latent_{k}": v for k, v in codebook_stats(lat_test, lam.num_actions).items()})
     if true_test is not None and ds.action_names and ds.actions is not None and ds.actions.ndim == 1:
         n_true = len(ds.action_names)
         lat_val, true_val, _ = collect("val")
-        mapping = fit_latent_action_map(lat_val, true_val, world.num_actions, n_true)
+        mapping = fit_latent_action_map(lat_val, true_val, lam.num_actions, n_true)
         names = [n.upper() for n in ds.action_names]
         effect = changed & (true_test != (names.index("NOOP") if "NOOP" in names else -1))
         majority = np.bincount(true_val, minlength=n_true).argmax()
@@ -160,7 +163,7 @@ def evaluate_world(
     }
     if fd is not None:
         res[f"frechet_{getattr(feature_extractor, 'name', 'features')}"] = float(fd.compute())
-    res.update(latent_action_agreement(world, data, seed=seed))
+    res.update(latent_action_agreement(world.lam, data, seed=seed))
     res["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return res
 

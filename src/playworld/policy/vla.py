@@ -296,7 +296,7 @@ class VLA(PretrainedModel):
         n = self.config.max_text_len
         if len(ids) > n:
             raise PlayworldError(
-                f"an example has {len(ids)} tokens, more than max_text_len={n}: {prompt!r}; raise --max-text-len."
+                f"an example has {len(ids)} tokens, more than max_text_len={n}: {prompt!r}; the model is sized to its training data (train_vla.build_model), so this text is longer than any it was trained on."
             )
         pad = n - len(ids)
         input_ids = torch.tensor(ids + [self.tokenizer.pad_id] * pad, dtype=torch.long)

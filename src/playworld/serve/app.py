@@ -50,6 +50,11 @@ HTTP
 Malformed, unknown or invalid messages are answered with an ``error`` message and never end the
 session. A single message over the transport limit (uvicorn's ``ws_max_size``, 16 MiB) is cut
 off by the WebSocket layer itself, which closes that one connection.
+
+Security: a WebSocket from another site's page (``Origin`` != ``Host``) is refused (code 1008);
+``allowed_hosts`` (loopback names when serving on loopback) defeats DNS rebinding; a strict CSP
+allows only the server's own scripts; a recording is reachable only with its tab's unguessable
+session token; uploads decode only PNG/JPEG/GIF/WebP/BMP, with pixel limits checked before decoding.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +21,7 @@ import tyro
 from playworld.data.clips import ClipDataset
 from playworld.data.format import load_dataset
 from playworld.errors import PlayworldError
-from playworld.train.loop import TrainConfig, Trainer, list_checkpoints
+from playworld.train.loop import TrainConfig, Trainer, list_checkpoints, resolve_device
 from playworld.utils import get_logger, seed_everything
 
 log = get_logger("train")
@@ -174,7 +175,7 @@ class TrainDynamics(_PartCommand):
         from playworld.world.tokenizer import VideoTokenizer
 
         seed_everything(self.train.seed)
-        device = "cuda" if torch.cuda.is_available() and self.train.device != "cpu" else "cpu"
+        device = str(resolve_device(self.train.device))  # under torchrun: this rank's GPU, not cuda:0
         tok = VideoTokenizer.from_pretrained(self.tokenizer, map_location=device).eval().requires_grad_(False)
         lam = LatentActionModel.from_pretrained(self.lam, map_location=device).eval().requires_grad_(False)
         train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed)
@@ -255,6 +256,8 @@ class TrainWorld:
             cmd.resume = self.resume or bool(list_checkpoints(cmd.out))
             log.info("training %s -> %s", name, cmd.out)
             cmd.run()
+        if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 alone writes the world
+            return self.out
         return assemble_world(self.out, self.data, maskgit_steps=self.maskgit_steps, seed=self.seed)
 
 

@@ -119,9 +119,7 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
-    """Multi-process training under torchrun: 'ddp' replicates the model on every rank; 'fsdp'
-    shards its blocks' parameters, gradients and optimiser state (FSDP2), for models that do not
-    fit one device. One process: both train the same way."""
+    """Under torchrun: 'ddp' replicates the model on every rank; 'fsdp' shards its blocks' weights, gradients and optimiser state (FSDP2) for models too big for one device."""
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> PlayworldError:
@@ -488,10 +486,10 @@ class Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        # Parameters a module rewrites itself (VQ dead-code restarts): rank 0's copy wins each step.
-        self._rank0_params = [
-            p for m in self.model.modules() if hasattr(m, "restart_dead_codes")
-            for p in m.parameters(recurse=False) if not _is_dtensor(p)
+        # Tensors a module rewrites itself (VQ dead-code restarts): rank 0's copy wins each step.
+        self._rank0_tensors = [
+            t for m in self.model.modules() if hasattr(m, "restart_dead_codes")
+            for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)] if not _is_dtensor(t)
         ]
         if self.world > 1:
             _seed_rank(cfg.seed, self.rank)  # after the identical init: from here on ranks differ
@@ -558,8 +556,8 @@ class Trainer:
         """Keep ranks identical where the optimiser alone would not (see the module docstring)."""
         if self.world == 1:
             return
-        for p in self._rank0_params:
-            dist.broadcast(p.data, 0)
+        for t in self._rank0_tensors:
+            dist.broadcast(t.data, 0)
         if self.fsdp:  # what DDP's broadcast_buffers does (BatchNorm statistics, VQ usage counters)
             for b in self.model.buffers():
                 dist.broadcast(b, 0)

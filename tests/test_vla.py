@@ -1,0 +1,289 @@
+"""RT-2 VLA with the tiny backbone: constrained decoding, the loss mask, KV caching, save/load,
+bad input, the co-fine-tuning data mix. Every model here is randomly initialised and small."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from playworld.errors import PlayworldError
+from playworld.policy.action_tokenizer import ActionDecodeError, ActionTokenizer
+from playworld.policy.backbones import WordTokenizer
+from playworld.policy.decoding import decode_actions, decode_actions_unconstrained, generate_text
+from playworld.policy.train_vla import Episode, VLADataset, training_texts
+from playworld.policy.vla import IGNORE, VLA, VLAConfig, robot_prompt, vqa_prompt
+from playworld.policy.vla_policy import VLAPolicy
+
+Q01 = [0.0, -0.04, -0.04, -0.04, -0.2, -0.2, -0.2, 0.0]
+Q99 = [1.0, 0.04, 0.04, 0.04, 0.2, 0.2, 0.2, 1.0]
+SPEC = {
+    "suite": "seen",
+    "family": "put_in_tray",
+    "instruction": "put the red cube in the tray",
+    "objects": [
+        {"shape": "cube", "color": "red", "xy": [0.5, 0.1], "yaw": 0.0},
+        {"shape": "can", "color": "blue", "xy": [0.4, -0.1], "yaw": 0.0},
+        {"shape": "cube", "color": "green", "xy": [0.6, -0.15], "yaw": 0.0},
+    ],
+    "goal": {"kind": "tray", "target": 0, "reference": None, "region": None},
+    "tray": {"color": "yellow", "xy": [0.45, 0.0]},
+    "markers": [],
+    "seed": 3,
+}
+
+
+def _episodes(n: int = 2, length: int = 5) -> list[Episode]:
+    rng = np.random.default_rng(0)
+    return [
+        Episode(
+            frames=rng.integers(0, 256, (length, 32, 32, 3), dtype=np.uint8),
+            bins=rng.integers(0, 256, (length, 8)),
+            instruction=SPEC["instruction"],
+            spec=SPEC,
+        )
+        for _ in range(n)
+    ]
+
+
+def _model(**overrides) -> VLA:
+    torch.manual_seed(0)
+    vocab = WordTokenizer.build(training_texts(_episodes())).vocab
+    cfg = VLAConfig(
+        backbone="tiny", image_size=32, dim=64, depth=2, heads=4, vocab=tuple(vocab), max_text_len=48,
+        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), **overrides,
+    )
+    return VLA(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> VLA:
+    return _model()
+
+
+def _image(b: int = 1, size: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+def _prompt(model: VLA, text: str = "pick up the red cube") -> torch.Tensor:
+    return torch.tensor([model.encode_text(robot_prompt(text))])
+
+
+# -- constrained decoding ----------------------------------------------------------------------
+
+
+def test_constrained_decoding_emits_only_action_tokens(model):
+    action_ids = set(model.config.action_token_ids)
+    for seed in range(5):
+        img = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        prompt = _prompt(model).expand(2, -1)
+        bins, ids, _ = decode_actions(model, *model.prefill(img, prompt))
+        assert bins.shape == ids.shape == (2, 8)  # exactly RT-2's 8 integers
+        assert set(ids.flatten().tolist()) <= action_ids
+        assert ((bins >= 0) & (bins < 256)).all()
+        # fast path (only the 256 action logits) == masking the full-vocabulary logits
+        bins_full, ids_full, _ = decode_actions(model, *model.prefill(img, prompt), restrict_head=False)
+        assert torch.equal(bins, bins_full) and torch.equal(ids, ids_full)
+
+
+def test_constraint_holds_when_the_model_prefers_words():
+    m = _model()
+    with torch.no_grad():  # make every word logit dwarf every action logit
+        m.action_embed.mul_(0.0)
+        m.lm.tok_embed.weight.mul_(50.0)
+    prompt = _prompt(m)
+    bins, ids, _ = decode_actions(m, *m.prefill(_image(), prompt))
+    assert set(ids.flatten().tolist()) <= set(m.config.action_token_ids)
+    with pytest.raises(ActionDecodeError, match="non-action tokens"):
+        decode_actions_unconstrained(m, *m.prefill(_image(), prompt))
+
+
+def test_questions_use_the_full_vocabulary(model):
+    hidden, cache = model.prefill(_image(), torch.tensor([model.encode_text(vqa_prompt("what colour is the tray"))]))
+    logits = model.logits(hidden)
+    assert logits.shape[-1] == model.vocab_size == len(model.config.vocab) + 256
+    ids, _, _, _ = generate_text(model, hidden, cache, max_new_tokens=6)
+    assert len(ids) <= 6
+
+
+# -- the loss ----------------------------------------------------------------------------------
+
+
+def test_loss_mask_covers_only_answer_and_action_tokens(model):
+    prompt = robot_prompt("put the red cube in the tray")
+    ids, labels = model.make_example(prompt, model.action_target_ids([1, 128, 91, 241, 5, 101, 127, 217]))
+    n_prompt = len(model.encode_text(prompt))
+    sel = labels != IGNORE
+    assert sel.sum() == 8 and sel[n_prompt : n_prompt + 8].all()
+    assert (model.bin_of[labels[sel]] == torch.tensor([1, 128, 91, 241, 5, 101, 127, 217])).all()
+    assert (ids[n_prompt + 8 :] == model.tokenizer.pad_id).all()  # padding, no loss
+
+    q_ids, q_labels = model.make_example(vqa_prompt("what colour is the tray?"), model.answer_target_ids("yellow"))
+    answer = q_labels[q_labels != IGNORE].tolist()
+    assert answer == model.encode_text(" yellow") + [model.tokenizer.eos_id]
+
+    # the loss is exactly the cross-entropy of the answer positions
+    batch_ids, batch_labels = torch.stack([ids, q_ids]), torch.stack([labels, q_labels])
+    img = _image(2)
+    loss, logs = model.training_step(img, batch_ids, batch_labels)
+    logits = model.logits(model(img, batch_ids))  # (2, L, V)
+    m = batch_labels != IGNORE
+    assert torch.allclose(loss, F.cross_entropy(logits[m], batch_labels[m]), atol=1e-5)
+    assert "action_token_acc" in logs and "answer_token_acc" in logs
+
+
+def test_too_long_example_is_rejected(model):
+    with pytest.raises(PlayworldError, match="max_text_len"):
+        model.make_example(robot_prompt("pick up the red cube " * 10), model.action_target_ids([0] * 8))
+
+
+# -- KV cache -----------------------------------------------------------------------------------
+
+
+def test_kv_cache_matches_a_full_forward(model):
+    img, prompt = _image(), _prompt(model)
+    tail = torch.tensor([model.config.action_token_ids[:3]])
+    full = model(img, torch.cat([prompt, tail], 1))  # (1, L + 3, D): the state before each token
+    hidden, cache = model.prefill(img, prompt)
+    torch.testing.assert_close(hidden, full[:, prompt.shape[1]], atol=1e-4, rtol=1e-4)
+    for j in range(3):
+        hidden, cache = model.extend(tail[:, j : j + 1], cache)
+        if j + 1 < 3:
+            torch.testing.assert_close(hidden, full[:, prompt.shape[1] + j + 1], atol=1e-4, rtol=1e-4)
+
+
+# -- save / load ---------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path, model):
+    model.save_pretrained(tmp_path / "vla")
+    assert {p.name for p in (tmp_path / "vla").iterdir()} == {"config.json", "model.safetensors", "action_tokenizer.json"}
+    loaded = VLA.from_pretrained(tmp_path / "vla").eval()
+    assert loaded.config == model.config
+    img, prompt = _image(), _prompt(model)
+    a = decode_actions(model, *model.prefill(img, prompt))[0]
+    b = decode_actions(loaded, *loaded.prefill(img, prompt))[0]
+    assert torch.equal(a, b)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_checkpoint_with_another_action_tokenizer_is_rejected(tmp_path, model):
+    model.save_pretrained(tmp_path / "vla")
+    other = ActionTokenizer([0.0, -0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0], Q99)
+    with pytest.raises(PlayworldError, match="another action tokenizer"):
+        VLAPolicy.from_pretrained(tmp_path / "vla", action_tokenizer=other)
+    VLAPolicy.from_pretrained(tmp_path / "vla", action_tokenizer=ActionTokenizer(Q01, Q99))  # the same: fine
+    with pytest.raises(PlayworldError, match="256 bins"):
+        VLAPolicy.from_pretrained(tmp_path / "vla", action_tokenizer=ActionTokenizer(Q01, Q99, num_bins=128))
+    other.save(tmp_path / "vla" / "action_tokenizer.json")  # a folder mixed from two models
+    with pytest.raises(PlayworldError, match="does not match the action tokenizer"):
+        VLA.from_pretrained(tmp_path / "vla")
+
+
+def test_checkpoint_with_another_backbone_is_rejected(tmp_path, model):
+    model.save_pretrained(tmp_path / "vla")
+    cfg_path = tmp_path / "vla" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_fingerprint"] = "smollm2-gguf:other.gguf:sha256=0123"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(PlayworldError, match="trained on the backbone weights"):
+        VLA.from_pretrained(tmp_path / "vla")
+    cfg["model_type"] = "dynamics_model"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(PlayworldError, match="not a VLA"):
+        VLA.from_pretrained(tmp_path / "vla")
+
+
+# -- the policy and bad input ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy(model) -> VLAPolicy:
+    return VLAPolicy(_model(), dtype="bfloat16")
+
+
+def test_policy_acts_and_resizes(policy):
+    obs = {"image": np.zeros((128, 128, 3), np.uint8), "instruction": "pick up the red cube"}
+    a = policy.select_action(obs)
+    assert a.shape == (8,) and a.dtype == np.float32
+    assert len(policy.last_action_text.split()) == 8
+    b = policy.select_action({"image": np.zeros((90, 70, 3), np.float32)}, "pick up the red cube")  # resized
+    assert b.shape == (8,) and np.isfinite(policy.control_hz)
+
+
+@pytest.mark.parametrize("instruction", ["", "   ", "?", "x" * 161])
+def test_bad_instructions_are_refused(policy, instruction):
+    with pytest.raises(PlayworldError, match="empty|characters long"):
+        policy.select_action(np.zeros((32, 32, 3), np.uint8), instruction)
+
+
+@pytest.mark.parametrize("shape", [(3, 128, 128), (128, 128), (128, 128, 4), (8, 8, 3)])
+def test_wrong_image_shapes_are_refused_with_the_expected_shape(policy, shape):
+    with pytest.raises(PlayworldError, match=r"\(H, W, 3\)"):
+        policy.select_action(np.zeros(shape, np.uint8), "pick up the red cube")
+
+
+def test_no_valid_action_gives_a_safe_noop(caplog):
+    pol = VLAPolicy(_model(), dtype="float32")
+    pol.last_gripper = 1.0  # holding something: the no-op must not drop it
+    with torch.no_grad():
+        pol.model.action_embed.fill_(float("nan"))
+    with caplog.at_level(logging.WARNING, logger="playworld.policy.vla"):
+        a = pol.select_action(np.zeros((32, 32, 3), np.uint8), "pick up the red cube")
+    assert a.tolist() == [0, 0, 0, 0, 0, 0, 0, 1.0]
+    assert pol.num_fallbacks == 1 and pol.last_action_text == "no-op"
+    assert "safe no-op" in caplog.text
+
+
+def test_policy_answers_questions(policy):
+    answer = policy.answer(np.zeros((32, 32, 3), np.uint8), "what colour is the tray?")
+    assert isinstance(answer, str)
+
+
+# -- the co-fine-tuning mix ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.25])
+def test_dataset_mixes_robot_and_vqa_examples(model, fraction):
+    eps = _episodes(2, 5)
+    ds = VLADataset(model, eps, robot_fraction=fraction, seed=0)
+    assert ds.n_robot == 10 and len(ds) == round(10 / fraction)
+    robot = vqa = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (32, 32, 3) and item["image"].dtype == torch.uint8
+        target = item["labels"][item["labels"] != IGNORE]
+        is_action = model.bin_of[target] >= 0
+        if i < ds.n_robot:
+            robot += 1
+            assert is_action.all() and len(target) == 8
+        else:
+            vqa += 1
+            assert not is_action.any() and target[-1] == model.tokenizer.eos_id
+    assert robot / (robot + vqa) == pytest.approx(fraction, abs=0.01)
+    assert torch.equal(ds[len(ds) - 1]["input_ids"], ds[len(ds) - 1]["input_ids"])  # deterministic
+
+
+def test_plan_targets(model):
+    ds = VLADataset(model, _episodes(1, 2), robot_fraction=1.0, plan=True)
+    item = ds[0]
+    target = item["labels"][item["labels"] != IGNORE]
+    words = model.tokenizer.decode([t for t in target.tolist() if model.bin_of[t] < 0])
+    assert words == "plan: pick up the red cube, then put it in the tray. action:"
+    assert (model.bin_of[target[-8:]] >= 0).all()
+
+
+def test_config_validation():
+    with pytest.raises(PlayworldError, match="multiple of 8"):
+        VLAConfig(backbone="tiny", image_size=30)
+    with pytest.raises(PlayworldError, match="action_token_ids"):
+        VLAConfig(action_token_ids=(1, 2, 3))
+    with pytest.raises(PlayworldError, match="must agree"):
+        VLAConfig(action_tokenizer=ActionTokenizer(Q01[:7], Q99[:7]).to_dict())
+    with pytest.raises(PlayworldError, match="robot-fraction"):
+        VLADataset(_model(), _episodes(), robot_fraction=0.0)
