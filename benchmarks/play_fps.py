@@ -65,7 +65,7 @@ def prompt_of(world):
 def summary(latencies_s: list[float]) -> dict:
     ms = np.asarray(latencies_s) * 1000
     return {
-        "fps": round(len(ms) / (ms.sum() / 1000), 1),
+        "fps": round(float(len(ms) / (ms.sum() / 1000)), 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p95_ms": round(float(np.percentile(ms, 95)), 2),
     }

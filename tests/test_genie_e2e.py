@@ -13,7 +13,7 @@ import pytest
 from playworld.cli import main
 from playworld.data.synthetic import make_sprites_dataset
 
-TINY = ["--preset", "tiny", "--batch-size", "4", "--precision", "fp32"]
+TINY = ["--preset", "tiny", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")

@@ -80,3 +80,13 @@ def test_bad_arguments_are_rejected():
         maskgit_sample(Recorder(), 4, steps=2, schedule="zigzag")
     with pytest.raises(PlayworldError, match="at least 1 step"):
         maskgit_sample(Recorder(), 4, steps=0)
+
+
+def test_sample_categorical_matches_the_distribution():
+    from playworld.nn.maskgit import sample_categorical
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2]]).expand(20000, 5)
+    draws = sample_categorical(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=5).float() / 20000
+    assert freq[0] == 0 and freq[2] == 0  # zero-probability tokens are never drawn
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)

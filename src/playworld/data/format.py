@@ -337,6 +337,13 @@ class VideoDataset:
             [bisect_right(shard_starts, s) - 1 for s in self.episode_starts], dtype=np.int64
         )
         self._ep_offset = self.episode_starts - np.array(shard_starts, dtype=np.int64)[self._ep_shard]
+        shard_lengths = np.array([s["length"] for s in meta["shards"]], dtype=np.int64)
+        if (
+            (self.episode_lengths < 1).any()
+            or (self._ep_offset < 0).any()
+            or (self._ep_offset + self.episode_lengths > shard_lengths[self._ep_shard]).any()
+        ):  # checked here, before anything sized by these numbers is allocated
+            raise ValueError("an episode's frames lie outside its shard")
         self._shards: list[np.ndarray] | None = None
         self._arrays: dict[str, np.ndarray | None] | None = None
 

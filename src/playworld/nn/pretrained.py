@@ -10,10 +10,15 @@ holding another kind of model is rejected with a clear message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import numbers
 import os
+import types
+import typing
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,11 +45,47 @@ class ModelConfig:
     model_type: ClassVar[str] = "base"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every config checks its fields' types first (see _check_field_types), then runs its own
+        # __post_init__, so a wrong type or a NaN is a PlayworldError, never a TypeError deep inside.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "_checks_types", False):
+            return
+
+        @functools.wraps(own)
+        def __post_init__(self) -> None:
+            self._check_field_types()
+            own(self)
+
+        __post_init__._checks_types = True
+        cls.__post_init__ = __post_init__
+
+    def __post_init__(self) -> None:
+        self._check_field_types()
+
+    def _check_field_types(self) -> None:
+        """Each field must match its annotation (bool, int, float, str, Literal, tuple, optional);
+        numbers must be finite and, being sizes, counts, weights or temperatures, not negative.
+        Lists become tuples and numpy scalars Python numbers."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if f.name in hints:
+                value = getattr(self, f.name)
+                ok, fixed = _conform(value, hints[f.name])
+                if not ok:
+                    raise PlayworldError(
+                        f"{type(self).__name__}.{f.name} must be {_describe(hints[f.name])}, got {value!r}."
+                    )
+                object.__setattr__(self, f.name, fixed)
+
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": self.model_type, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        if not isinstance(d, dict):
+            raise PlayworldError(f"a {cls.__name__} must be a JSON object of its fields, got {type(d).__name__}.")
         d = dict(d)
         mt = d.pop("model_type", cls.model_type)
         if mt != cls.model_type:
@@ -78,6 +119,63 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _conform(value: Any, t: Any) -> tuple[bool, Any]:
+    """(value matches annotation t, the value in canonical form)."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if t is Any:
+        return True, value
+    if t is bool:
+        return isinstance(value, bool), value
+    if t is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+        return ok, int(value) if ok else value
+    if t is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        return ok, float(value) if ok else value
+    if t is str:
+        return isinstance(value, str), value
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args), value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            ok, fixed = (value is None, None) if a is type(None) else _conform(value, a)
+            if ok:
+                return True, fixed
+        return False, value
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False, value
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return False, value
+        done = [_conform(v, a) for v, a in zip(value, items)]
+        return all(ok for ok, _ in done), tuple(v for _, v in done)
+    if origin is dict or t is dict:
+        return isinstance(value, dict), value
+    return True, value  # anything else is the config's own business
+
+
+def _describe(t: Any) -> str:
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if t is bool:
+        return "true or false"
+    if t is int:
+        return "an integer >= 0"
+    if t is float:
+        return "a finite number >= 0"
+    if t is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of ({_describe(args[0])})"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    return getattr(t, "__name__", str(t))
+
+
 def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read ``config.json`` from a model folder, with clear errors."""
     p = Path(path)
@@ -85,9 +183,12 @@ def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
     if not cfg_path.exists():
         raise PlayworldError(f"{p} is not a playworld model folder: {CONFIG_NAME} is missing.")
     try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        d = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PlayworldError(f"{cfg_path} is not valid JSON ({e}); the model folder is corrupt.") from e
+    if not isinstance(d, dict):
+        raise PlayworldError(f"{cfg_path} does not hold a JSON object; the model folder is corrupt.")
+    return d
 
 
 class PretrainedModel(nn.Module):

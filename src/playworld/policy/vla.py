@@ -40,7 +40,12 @@ from torch import Tensor, nn
 from playworld.errors import PlayworldError
 from playworld.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, PretrainedModel, read_config_json
 from playworld.policy.action_tokenizer import ActionTokenizer
-from playworld.policy.backbones import base_fingerprint, build_backbone, least_used_token_ids, reference_corpus
+from playworld.policy.backbones import (
+    base_fingerprint,
+    build_backbone,
+    least_used_token_ids,
+    reference_corpus,
+)
 from playworld.utils import atomic_dir
 
 IGNORE = -100  # label of tokens that carry no loss (image, question, padding)
@@ -65,11 +70,11 @@ class VLAConfig(ModelConfig):
     image_grid: int = 4
     """HF backbones: EfficientNet features are pooled to ``image_grid`` x ``image_grid`` tokens
     (tiny: always (image_size / 8)^2 tokens)."""
-    dim: int = 192
+    dim: int = 128
     """tiny: model width."""
     depth: int = 4
     """tiny: transformer blocks."""
-    heads: int = 6
+    heads: int = 4
     """tiny: attention heads (must divide ``dim``)."""
     mlp_ratio: float = 4.0
     """tiny: MLP hidden width / model width."""

@@ -139,7 +139,7 @@ def _dynamics_samples(tokenizer, lam, prompt_len: int = 1, horizon: int = 6):
 
     @torch.no_grad()
     def sample_fn(model, batch: dict) -> dict[str, torch.Tensor]:
-        world = World(tokenizer, lam, model)
+        world = World(tokenizer, lam, model, maskgit_steps=8)  # samples: cheap decoding is enough
         video = _frames_to_video(batch)[:2, : prompt_len + horizon]  # (2, T, 3, H, W)
         g = torch.Generator(device=video.device).manual_seed(0)
         inferred = lam.infer_actions(video)

@@ -20,9 +20,9 @@ Interactive play::
     next_tokens = state.step(action)        # (B, h, w); repeat with new actions
 
 Presets (parameters; 16x16 tokens, 1024 codes):
-    tiny   ~1.1M  4 x 128 (CPU play at interactive speed)
-    small  ~30M   8 x 512
-    base   ~130M  12 x 896
+    tiny   1.35M  4 x 128 (CPU play at interactive speed)
+    small  35M    8 x 512
+    base   156M   12 x 896 (Genie's dynamics: 48 x 5120, 10.1B)
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ class DynamicsConfig(ModelConfig):
     """MaskGIT schedule: "cosine", "linear" or "square"."""
 
     def __post_init__(self) -> None:
+        if min(self.head_dim, self.dim) < 1 or self.mlp_ratio <= 0:
+            raise PlayworldError(
+                f"head_dim and dim must be >= 1 and mlp_ratio > 0, got {self.head_dim}, {self.dim}, {self.mlp_ratio}."
+            )
         if self.dim % self.head_dim or self.head_dim % 2:
             raise PlayworldError(
                 f"head_dim {self.head_dim} must be even and divide dim={self.dim}; heads must split the width evenly."
@@ -173,10 +177,15 @@ class DynamicsModel(PretrainedModel):
         mask = sample_mask(B, (T - 1) * h * w, r_lo, r_hi, device=tokens.device)
         mask = rearrange(mask, "b (t h w) -> b t h w", t=T - 1, h=h)
         mask = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1)  # (B, T, h, w); frame 0 clean
-        logits = self(tokens, actions, mask).float()  # (B, T, h, w, V)
-        loss = F.cross_entropy(logits[mask], tokens[mask])
+        self._check(tokens, actions)
+        ids = rearrange(tokens.masked_fill(mask, self.mask_id), "b t h w -> b t (h w)")
+        x = self.frame_features(ids, self._frame_actions(actions, B))  # (B, T, N, D)
+        flat_mask = rearrange(mask, "b t h w -> b t (h w)")
+        logits = self.head(x[flat_mask]).float()  # (M, V): the head only where there is a target
+        target = rearrange(tokens, "b t h w -> b t (h w)")[flat_mask]  # (M,)
+        loss = F.cross_entropy(logits, target)
         with torch.no_grad():
-            acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
+            acc = (logits.argmax(-1) == target).float().mean()
         return loss, {"ce": float(loss.detach()), "accuracy": float(acc), "mask_ratio": float(mask[:, 1:].float().mean())}
 
     # -- inference -----------------------------------------------------------------------------

@@ -13,9 +13,9 @@ How it is built here:
   frame t+1 (which sees frames <= t+1) is projected to ``code_dim``: the latent of t -> t+1.
 - VQ with the anti-collapse measures of :mod:`playworld.nn.vq` (LAM codebook collapse is the
   known pitfall): L2-normalised low-dimensional codes, data init, dead-code restarts, the
-  entropy regulariser and the variance penalty; the latents are batch-standardised before quantisation; and the loss
-  is the next-frame MSE divided by the MSE of copying frame t, so that on mostly static game
-  frames (copy PSNR ~32 dB) the reconstruction term is not drowned by the VQ terms.
+  entropy regulariser and the variance penalty. The latents are batch-standardised before
+  quantisation, and the loss is the next-frame MSE divided by the MSE of copying frame t, so
+  that on mostly static game frames (copy PSNR ~32 dB) it is not drowned by the VQ terms.
 - Decoder: an ST transformer over the patches of frames 0..T-2, with the embedded code of
   t -> t+1 added to every patch of frame t; it predicts frame t+1 as a residual on frame t, so
   its capacity goes to what changes. 8 codes = 3 bits per step: too few to smuggle the frame.
@@ -32,9 +32,9 @@ Held-out usage still jumps while the encoder moves fast (eval uses running stati
 hundred CPU steps only show that the codes stay in use, their meaning grows with training.
 
 Presets (parameters; 64x64 frames):
-    tiny   ~1.6M  patch 8, enc 4 x 128, dec 4 x 128
-    small  ~25M   patch 16, enc 8 x 384, dec 8 x 384
-    base   ~300M  patch 16, enc 10 x 1024, dec 10 x 1024 (Genie's LAM size)
+    tiny   2.2M   patch 8, enc 4 x 128, dec 4 x 128
+    small  39M    patch 16, enc 8 x 384, dec 8 x 384
+    base   304M   patch 16, enc 9 x 1024, dec 9 x 1024 (Genie's LAM: 300M, patch 16)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LatentActionConfig(ModelConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(patch_size=8, dim=128, enc_depth=4, dec_depth=4, head_dim=32),
         "small": dict(patch_size=16, dim=384, enc_depth=8, dec_depth=8, head_dim=64),
-        "base": dict(patch_size=16, dim=1024, enc_depth=10, dec_depth=10, head_dim=64),
+        "base": dict(patch_size=16, dim=1024, enc_depth=9, dec_depth=9, head_dim=64),
     }
 
     image_size: tuple[int, int] = (64, 64)
@@ -102,6 +102,11 @@ class LatentActionConfig(ModelConfig):
     """Temporal window: a frame attends to itself and the ``max_frames - 1`` before it."""
 
     def __post_init__(self) -> None:
+        if min(*self.image_size, self.patch_size, self.head_dim, self.dim) < 1 or self.mlp_ratio <= 0:
+            raise PlayworldError(
+                "image_size, patch_size, head_dim and dim must be >= 1 and mlp_ratio > 0, got "
+                f"{self.image_size}, {self.patch_size}, {self.head_dim}, {self.dim}, {self.mlp_ratio}."
+            )
         H, W = self.image_size
         if H % self.patch_size or W % self.patch_size:
             raise PlayworldError(

@@ -19,6 +19,8 @@ MAX_PROMPT_PIXELS = 64_000_000  # larger images are refused (decompression-bomb 
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "La":  # premultiplied alpha: PIL converts it to nothing but "LA"
+        img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # games are dark; black matte
@@ -83,7 +85,7 @@ def load_prompt(prompt, size: tuple[int, int]) -> np.ndarray:
         arr = arr[None]
     elif arr.ndim == 3:  # (T, H, W) greyscale frames
         arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] < 1:
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:3]) < 1:
         raise PlayworldError(f"a prompt array must be (H,W), (H,W,C) or (T,H,W,C) with C in 1,3,4; got {arr.shape}.")
     if arr.dtype != np.uint8:
         arr = np.asarray(arr, dtype=np.float64)

@@ -9,9 +9,9 @@ Shapes: video ``(B, T, 3, H, W)`` float in [0, 1]; tokens ``(B, T, h, w)`` int64
 ``h = H / patch_size``, ``w = W / patch_size``.
 
 Presets (parameters; 64x64 frames):
-    tiny   ~2.2M  enc 4 x 128, dec 4 x 128   (CPU minutes; what the bundled world uses)
-    small  ~20M   enc 6 x 256, dec 8 x 320   (one GPU, hours)
-    base   ~240M  enc 12 x 512, dec 20 x 768  (Genie's depths, about its 200M; the paper's dec width is 1024)
+    tiny   2.2M   enc 4 x 128, dec 4 x 128   (CPU minutes)
+    small  20M    enc 6 x 256, dec 8 x 320   (one GPU, hours)
+    base   240M   enc 12 x 512, dec 20 x 768  (Genie's depths at about its 200M; its decoder is 1024 wide)
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ class VideoTokenizerConfig(ModelConfig):
     """Weight of an extra L1 pixel loss (on top of MSE)."""
 
     def __post_init__(self) -> None:
+        if min(*self.image_size, self.patch_size, self.head_dim, self.enc_dim, self.dec_dim) < 1 or self.mlp_ratio <= 0:
+            raise PlayworldError(
+                "image_size, patch_size, head_dim, enc_dim and dec_dim must be >= 1 and mlp_ratio > 0, got "
+                f"{self.image_size}, {self.patch_size}, {self.head_dim}, {self.enc_dim}, {self.dec_dim}, {self.mlp_ratio}."
+            )
         H, W = self.image_size
         if H % self.patch_size or W % self.patch_size:
             raise PlayworldError(

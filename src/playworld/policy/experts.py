@@ -1,0 +1,433 @@
+"""Scripted Atari experts that play from the emulator's RAM, and a recorder for their video.
+
+Genie's agent study (arXiv 2402.15391, Sec. 3.3) labels *expert* video with the frozen latent
+action model. Here the expert is a few lines reading the game state from the console's 128
+bytes of RAM, so expert video costs nothing to make and the true actions are known (stored
+for evaluation and for the small labelled subset only; the latent action model never sees
+them).
+
+Pong (the one game with an expert so far), RAM addresses from the AtariARI annotations
+(Anand et al. 2019), checked against the rendered frames (``tests/test_latent_policy.py``):
+ram[51] = player paddle y (screen rows ram[51]-14 .. ram[51]+1), ram[54] = ball y (screen rows
+ram[54]-14 .. ram[54]-11, 0 while no ball is in play), ram[49] = ball x (screen column
+ram[49]-48.5). The paddle has momentum: an action shows after 2 emulator frames, speeds up
+over ~6 frames and coasts ~20 pixels after release, so the expert aims the *predicted* stop
+of the paddle (position + ``velocity_gain`` x velocity) at the point where the ball will cross
+the paddle's column (bounces off the walls included), with a dead zone against dithering.
+
+Measured (``python -m playworld.policy.experts Pong``, frame_skip 4, no-op starts): the expert
+wins 21-0 in every game (return +21.0 over 5 games, ~2100 steps each); the random policy
+gets -20.4 (5 games). With ``explore`` (random held actions while the ball moves away, so the
+video visits varied states) it still wins, by less.
+
+Frames: the emulator's RGB screen, max-pooled over the last two emulator frames of each step
+(Atari sprites flicker), cropped to the playfield (the score bar is dropped: it is not
+something an action changes) and box-resized to ``size x size``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from playworld.data.format import DatasetWriter, load_dataset
+from playworld.errors import PlayworldError
+from playworld.utils import get_logger
+
+log = get_logger("policy.experts")
+
+ATARI_FPS = 60
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """How to crop a game's screen and which expert plays it."""
+
+    rom: str
+    crop: tuple[int, int, int, int]  # screen rows top:bottom, columns left:right (210 x 160 screen)
+    expert: str
+
+
+GAMES: dict[str, GameSpec] = {
+    "Pong": GameSpec("pong", (34, 194, 0, 160), "PongExpert"),
+}
+
+
+def resolve_expert_game(name: str) -> str:
+    """A user's game name -> the key of :data:`GAMES` (case and ``ALE/...-v5`` forms accepted)."""
+    bare = name.strip().removeprefix("ALE/").split("-v")[0].split("NoFrameskip")[0].lower()
+    for key in GAMES:
+        if key.lower() == bare:
+            return key
+    raise PlayworldError(
+        f"there is no scripted expert for '{name}'; games with an expert: {', '.join(GAMES)}. "
+        "For other games record a random policy (`playworld record atari`) or bring your own video."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The environment: one emulator with RAM access, frames as playworld stores them
+# ---------------------------------------------------------------------------------------------
+
+
+class AtariRamEnv:
+    """One Atari emulator: ``reset(seed) -> frame``, ``step(a) -> (frame, reward, done)``, ``ram``.
+
+    Deterministic given the seed: no sticky actions; the seed only draws the number of no-ops
+    (0 .. ``noop_max``) at the start, which varies where the game begins. ``max_steps`` ends
+    (truncates) an episode after that many agent steps.
+    """
+
+    def __init__(self, game: str, size: int = 64, frame_skip: int = 4, noop_max: int = 30, max_steps: int = 27_000):
+        import ale_py
+        from ale_py import roms
+
+        if size < 8 or frame_skip < 1 or noop_max < 0 or max_steps < 1:
+            raise PlayworldError(
+                f"need size >= 8, frame_skip >= 1, noop_max >= 0, max_steps >= 1 (got {size}, {frame_skip}, "
+                f"{noop_max}, {max_steps})."
+            )
+        self.game = resolve_expert_game(game)
+        self.spec = GAMES[self.game]
+        self.size, self.frame_skip, self.noop_max, self.max_steps = size, frame_skip, noop_max, max_steps
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+        self.ale = ale_py.ALEInterface()
+        self.ale.setFloat("repeat_action_probability", 0.0)
+        self.ale.setInt("random_seed", 0)
+        self.ale.loadROM(str(roms.get_rom_path(self.spec.rom)))
+        self._actions = self.ale.getMinimalActionSet()
+        self.action_names = [a.name for a in self._actions]
+        self.steps = 0
+
+    @property
+    def num_actions(self) -> int:
+        return len(self._actions)
+
+    @property
+    def ram(self) -> np.ndarray:
+        """The console's 128 bytes of RAM, uint8 (128,)."""
+        return self.ale.getRAM()
+
+    def _frame(self, screens: list[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        top, bottom, left, right = self.spec.crop
+        screen = np.maximum.reduce(screens)[top:bottom, left:right]  # (h, w, 3)
+        img = Image.fromarray(screen).resize((self.size, self.size), Image.Resampling.BOX)
+        return np.asarray(img, dtype=np.uint8)  # (size, size, 3)
+
+    def reset(self, seed: int = 0) -> np.ndarray:
+        self.ale.reset_game()
+        noops = int(np.random.default_rng(seed).integers(0, self.noop_max + 1))
+        for _ in range(noops * self.frame_skip):
+            self.ale.act(self._actions[0])
+        self.steps = 0
+        return self._frame([self.ale.getScreenRGB()])
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        """Repeat ``action`` (an index into ``action_names``) for ``frame_skip`` frames."""
+        reward, screens = 0.0, []
+        a = self._actions[int(action)]
+        for k in range(self.frame_skip):
+            reward += self.ale.act(a)
+            if k >= self.frame_skip - 2:
+                screens.append(self.ale.getScreenRGB())
+            if self.ale.game_over():
+                break
+        self.steps += 1
+        screens = screens or [self.ale.getScreenRGB()]
+        done = self.ale.game_over() or self.steps >= self.max_steps
+        return self._frame(screens), float(reward), done
+
+
+# ---------------------------------------------------------------------------------------------
+# Experts
+# ---------------------------------------------------------------------------------------------
+
+
+class PongExpert:
+    """Pong from RAM: move the paddle's predicted stop to where the ball will cross its column.
+
+    Args:
+        dead_zone: pixels of error tolerated before moving (smaller dithers, the paddle coasts).
+        velocity_gain: steps of current paddle velocity added to its position (momentum).
+        explore: probability per step, while the ball moves away or is out of play, of starting
+            a random action held for a geometric number of steps (mean 4); 0 = pure expert.
+        seed: seed of the exploration.
+    """
+
+    NOOP, UP, DOWN = 0, 2, 3  # minimal action set: NOOP FIRE RIGHT(up) LEFT(down) RIGHTFIRE LEFTFIRE
+    TOP, BOTTOM, PADDLE_X = 48, 204, 188  # ball-y range between the walls; ball x at the paddle
+
+    def __init__(self, dead_zone: float = 5.0, velocity_gain: float = 0.5, explore: float = 0.0, seed: int = 0):
+        self.dead_zone, self.velocity_gain, self.explore = dead_zone, velocity_gain, explore
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev: tuple[int, int, int] | None = None  # (paddle y, ball x, ball y) last step
+        self._held, self._hold = 0, 0
+
+    def _intercept(self, bx: int, by: int, vx: int, vy: int) -> float:
+        # Where the ball reaches the paddle's column, folded back into the court at each wall.
+        y = by + vy * (self.PADDLE_X - bx) / vx - self.TOP
+        span = self.BOTTOM - self.TOP
+        y %= 2 * span
+        return self.TOP + (y if y <= span else 2 * span - y)
+
+    def act(self, ram: np.ndarray) -> int:
+        py, bx, by = int(ram[51]), int(ram[49]), int(ram[54])
+        prev, self._prev = self._prev, (py, bx, by)
+        v = py - prev[0] if prev else 0
+        in_play = by > 0 and prev is not None and prev[2] > 0
+        vx, vy = (bx - prev[1], by - prev[2]) if in_play else (0, 0)
+        coming = in_play and vx > 0 and bx < self.PADDLE_X
+        if not coming and self.explore > 0:
+            if self._hold == 0 and self.rng.random() < self.explore:
+                self._held, self._hold = int(self.rng.integers(6)), int(self.rng.geometric(0.25))
+            if self._hold > 0:
+                self._hold -= 1
+                return self._held
+        if coming:
+            target = self._intercept(bx, by, vx, vy)
+        elif by > 0:
+            target = by
+        else:
+            target = 124  # the middle of the court, waiting for the serve
+        # Ball centre = ram[54] - 12.5, paddle centre = ram[51] - 6.5 (screen rows): offset 6.
+        error = target - 6 - (py + self.velocity_gain * v)
+        if error > self.dead_zone:
+            return self.DOWN
+        if error < -self.dead_zone:
+            return self.UP
+        return self.NOOP
+
+
+class RandomAgent:
+    """Uniformly random actions, each held for a geometric number of steps (mean ``mean_repeat``)."""
+
+    def __init__(self, num_actions: int, mean_repeat: float = 4.0, seed: int = 0):
+        self.num_actions, self.p = num_actions, 1.0 / mean_repeat
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self._a = int(self.rng.integers(self.num_actions))
+
+    def act(self, ram: np.ndarray | None = None) -> int:
+        if self.rng.random() < self.p:
+            self._a = int(self.rng.integers(self.num_actions))
+        return self._a
+
+
+def make_expert(game: str, explore: float = 0.0, seed: int = 0) -> PongExpert:
+    """The scripted expert of ``game`` (see :data:`GAMES`)."""
+    spec = GAMES[resolve_expert_game(game)]
+    return {"PongExpert": PongExpert}[spec.expert](explore=explore, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Playing episodes (experts, baselines and learned policies share this)
+# ---------------------------------------------------------------------------------------------
+
+BatchPolicy = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], np.ndarray]
+"""``policy(frames uint8 (N, H, W, 3), new_episode bool (N,), rams) -> actions int (N,)``."""
+
+
+def play_episodes(
+    policy: BatchPolicy,
+    game: str,
+    episodes: int,
+    seed: int = 0,
+    size: int = 64,
+    frame_skip: int = 4,
+    max_steps: int = 27_000,
+    parallel: int = 8,
+    on_step: Callable[[int, np.ndarray, int, float], None] | None = None,
+) -> list[dict[str, float]]:
+    """Run ``episodes`` episodes, ``parallel`` emulators in lockstep (one batched policy call per step).
+
+    Episode ``i`` starts from ``reset(seed + i)``. Returns per episode ``{"return", "steps"}``
+    in episode order. ``on_step(episode, frame, action, reward)`` sees every step (recording).
+    """
+    if episodes < 1:
+        raise PlayworldError(f"episodes must be >= 1, got {episodes}.")
+    results: list[dict[str, float] | None] = [None] * episodes
+    next_ep = 0
+    slots: list[dict] = []
+    for _ in range(min(parallel, episodes)):
+        env = AtariRamEnv(game, size=size, frame_skip=frame_skip, max_steps=max_steps)
+        slots.append({"env": env, "ep": None})
+
+    def start(slot: dict) -> bool:
+        nonlocal next_ep
+        if next_ep >= episodes:
+            slot["ep"] = None
+            return False
+        slot["ep"], next_ep = next_ep, next_ep + 1
+        slot["frame"], slot["ret"], slot["new"] = slot["env"].reset(seed + slot["ep"]), 0.0, True
+        return True
+
+    for s in slots:
+        start(s)
+    while any(s["ep"] is not None for s in slots):
+        live = [s for s in slots if s["ep"] is not None]
+        frames = np.stack([s["frame"] for s in live])  # (N, H, W, 3)
+        new = np.array([s["new"] for s in live])
+        actions = np.asarray(policy(frames, new, [s["env"].ram for s in live])).reshape(-1)
+        for s, a in zip(live, actions, strict=True):
+            frame, r, done = s["env"].step(int(a))
+            if on_step is not None:
+                on_step(s["ep"], s["frame"], int(a), r)
+            s["frame"], s["ret"], s["new"] = frame, s["ret"] + r, False
+            if done:
+                results[s["ep"]] = {"return": s["ret"], "steps": s["env"].steps}
+                if on_step is not None:
+                    on_step(s["ep"], frame, -1, 0.0)  # the final frame (action -1: none taken)
+                start(s)
+    return results  # type: ignore[return-value]
+
+
+def agent_policy(agents: list) -> BatchPolicy:
+    """A batch policy from per-episode agents with ``reset()`` / ``act(ram)`` (experts, random)."""
+
+    def policy(frames: np.ndarray, new: np.ndarray, rams: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for i, ram in enumerate(rams):
+            if new[i]:
+                agents[i].reset()
+            out.append(agents[i].act(ram))
+        return np.array(out)
+
+    return policy
+
+
+def score_agents(game: str, who: Literal["expert", "random"], episodes: int = 5, seed: int = 0,
+                 max_steps: int = 27_000) -> list[float]:
+    """Returns of the scripted expert or the random policy over ``episodes`` episodes."""
+    n = min(episodes, 8)
+    num_actions = AtariRamEnv(game).num_actions
+    agents = [make_expert(game) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
+    return [r["return"] for r in play_episodes(agent_policy(agents), game, episodes, seed, max_steps=max_steps, parallel=n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording expert (and random) video into a playworld dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def record_atari_expert(
+    games: list[str] | str,
+    frames: int,
+    size: int = 64,
+    seed: int = 0,
+    out: str | Path = "data/expert",
+    *,
+    frame_skip: int = 4,
+    random_fraction: float = 0.25,
+    explore: float = 0.3,
+    max_episode_frames: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Record ``frames`` frames of scripted-expert play (plus random play) into the dataset ``out``.
+
+    A ``random_fraction`` of the frames comes from the sticky random policy, in episodes of
+    their own (``info["policy"] == "random"``): the latent action model learns from all the
+    video, the policy imitates the ``"expert"`` episodes only. Expert episodes explore with
+    probability ``explore`` while the ball moves away (see :class:`PongExpert`). True actions
+    (ids into the game's minimal action set, named in ``meta.json``) are stored for evaluation
+    and for the small labelled subset. Games are cut into episodes of <= ``max_episode_frames``.
+    """
+    games = [games] if isinstance(games, str) else list(games)
+    if not games:
+        raise PlayworldError("no game given; pass at least one, e.g. --game Pong.")
+    keys = [resolve_expert_game(g) for g in games]
+    if frames < 2 or not 0 <= random_fraction <= 1 or not 0 <= explore <= 1 or max_episode_frames < 2:
+        raise PlayworldError(
+            f"need frames >= 2, random_fraction and explore in [0, 1], max_episode_frames >= 2 (got {frames}, "
+            f"{random_fraction}, {explore}, {max_episode_frames})."
+        )
+    names = {tuple(AtariRamEnv(k).action_names) for k in keys}
+    if len(names) > 1:
+        raise PlayworldError(f"games {keys} have different action sets; record them into separate datasets.")
+    action_names = list(names.pop())
+    extra = {
+        "recorder": "atari-expert", "games": keys, "policy": "expert", "random_fraction": random_fraction,
+        "explore": explore, "seed": seed, "frame_skip": frame_skip, "size": size, "crop": {k: GAMES[k].crop for k in keys},
+        "max_episode_frames": max_episode_frames,
+    }
+    from tqdm import tqdm
+
+    bar = tqdm(total=frames, desc="record expert", unit="frame", disable=not progress)
+    with DatasetWriter(out, fps=ATARI_FPS / frame_skip, frame_size=(size, size), source="atari",
+                       action_names=action_names, extra_meta=extra, overwrite=overwrite) as writer:
+        for k, game in enumerate(keys):
+            per_game = frames // len(keys) + (k < frames % len(keys))
+            n_random = int(round(per_game * random_fraction))
+            for who, quota in (("expert", per_game - n_random), ("random", n_random)):
+                if quota > 0:
+                    _record_policy(writer, game, who, quota, seed + 10_000 * k + (5000 if who == "random" else 0),
+                                   size, frame_skip, explore, max_episode_frames, bar)
+    bar.close()
+    return Path(out)
+
+
+def _record_policy(writer: DatasetWriter, game: str, who: str, quota: int, seed: int, size: int,
+                   frame_skip: int, explore: float, max_episode_frames: int, bar) -> None:
+    env = AtariRamEnv(game, size=size, frame_skip=frame_skip)
+    stored, run = 0, 0
+    while stored < quota:
+        agent = (make_expert(game, explore=explore, seed=seed + run) if who == "expert"
+                 else RandomAgent(env.num_actions, seed=seed + run))
+        frame, done = env.reset(seed + run), False
+        buf: dict[str, list] = {"frames": [], "actions": [], "rewards": []}
+        while not done and stored + len(buf["frames"]) < quota:
+            a = agent.act(env.ram)
+            buf["frames"].append(frame)
+            buf["actions"].append(a)
+            frame, r, done = env.step(a)
+            buf["rewards"].append(r)
+            bar.update(1)
+        n = len(buf["frames"])
+        chunks = math.ceil(n / max_episode_frames)
+        bounds = np.linspace(0, n, chunks + 1).round().astype(int)  # even split, no tiny tail
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi - lo < 2:
+                continue
+            writer.add_episode(
+                np.stack(buf["frames"][lo:hi]), np.array(buf["actions"][lo:hi], np.int64),
+                np.array(buf["rewards"][lo:hi], np.float32),
+                info={"source": game, "game": game, "policy": who, "env_seed": seed + run, "run_start": int(lo),
+                      "terminal": bool(done and hi == n)},
+            )
+        stored += n
+        run += 1
+
+
+def policy_episodes(data, policy: str | None = "expert") -> list[int]:
+    """Episodes of ``data`` recorded by ``policy`` (all episodes when the recorder did not say)."""
+    ds = load_dataset(data)
+    tagged = [i for i, e in enumerate(ds.episodes) if "policy" in e.get("info", {})]
+    if policy is None or not tagged:
+        return list(range(ds.num_episodes))
+    return [i for i, e in enumerate(ds.episodes) if e.get("info", {}).get("policy") == policy]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m playworld.policy.experts [GAME] [EPISODES]``: the expert's and the random policy's score."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    game, episodes = (args + ["Pong"])[0], int((args + ["Pong", "5"])[1])
+    for who in ("expert", "random"):
+        rets = score_agents(game, who, episodes)  # type: ignore[arg-type]
+        print(f"{game} {who}: mean return {np.mean(rets):+.1f} over {episodes} episodes {rets}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`playworld train vla` and `playworld eval vla` end to end on a two-episode recording (a few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from playworld.cli import main
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    from playworld.data.tabletop import record_tabletop
+
+    out = tmp_path_factory.mktemp("vla") / "demos"
+    record_tabletop(out, episodes=2, tasks=("pick",), workers=1, size=64, progress=False)
+    return out
+
+
+def test_train_and_eval_commands(demos, tmp_path, capsys):
+    out = tmp_path / "vla"
+    rc = main([
+        "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
+        "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
+    ])
+    assert rc == 0
+    assert {"config.json", "model.safetensors", "action_tokenizer.json"} <= {p.name for p in out.iterdir()}
+    rc = main([
+        "eval", "vla", "--policy", str(out), "--episodes", "1", "--max-steps", "3", "--vqa-per-episode", "1",
+        "--gif-episodes", "1",
+    ])
+    assert rc == 0
+    report = json.loads((out / "eval" / "vla_eval.json").read_text())
+    seen = report["suites"]["seen"]
+    assert seen["episodes"] == 1 and 0 <= seen["ci95"][0] <= seen["ci95"][1] <= 1
+    assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question
+    assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
+    assert "success" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_one_line_errors(demos, tmp_path, capsys):
+    assert main(["train", "vla", "--data", str(demos), "--out", str(tmp_path / "x"), "--robot-fraction", "0"]) == 1
+    assert "robot-fraction" in capsys.readouterr().err
+    assert main(["eval", "vla", "--policy", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
