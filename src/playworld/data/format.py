@@ -338,6 +338,8 @@ class VideoDataset:
         )
         self._ep_offset = self.episode_starts - np.array(shard_starts, dtype=np.int64)[self._ep_shard]
         shard_lengths = np.array([s["length"] for s in meta["shards"]], dtype=np.int64)
+        if any(not isinstance(s["file"], str) or Path(s["file"]).name != s["file"] for s in meta["shards"]):
+            raise ValueError("shard files must be plain file names inside the dataset folder")
         if (
             (self.episode_lengths < 1).any()
             or (self._ep_offset < 0).any()
@@ -564,11 +566,11 @@ def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
         )
     try:
         ds = VideoDataset(root, meta)
+        ds._open()  # check every file now (cheap: headers only), so damage shows up here, not mid-training
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise PlayworldError(
             f"{meta_path} is corrupt ({type(e).__name__}: {e}); record or ingest the dataset again."
         ) from None
-    ds._open()  # check every file now (cheap: headers only), so damage shows up here, not mid-training
     ds.close()  # ...but map them lazily, in whichever process (DataLoader worker) reads them
     return ds
 

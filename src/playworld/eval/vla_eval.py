@@ -103,7 +103,7 @@ def evaluate_suite(
                 vqa_right += ok
                 r, n = vqa_kinds.get(qa.kind, (0, 0))
                 vqa_kinds[qa.kind] = (r + ok, n + 1)
-            policy.reset()
+            policy.reset(seed=k)  # the same sampled actions on every run
             t = 0
             while True:
                 action = policy.select_action(obs, spec.instruction)
@@ -165,6 +165,8 @@ class EvalVLA:
     """Weights at inference."""
     unconstrained: bool = False
     """Switch off the action-token constraint (ablation)."""
+    temperature: float = 1.0
+    """Sampling temperature of the action tokens (0 = greedy; see docs/vla.md for why 1 is the default)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     out: Path | None = None
@@ -183,7 +185,9 @@ class EvalVLA:
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        policy = VLAPolicy.from_pretrained(self.policy, dtype=self.dtype, constrained=not self.unconstrained)
+        policy = VLAPolicy.from_pretrained(
+            self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature
+        )
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
         suites = list(SUITES) if self.suite == "all" else [self.suite]
         report: dict[str, Any] = {
@@ -191,6 +195,7 @@ class EvalVLA:
             "backbone": policy.model.config.backbone,
             "plan": policy.model.config.plan,
             "constrained": not self.unconstrained,
+            "temperature": self.temperature,
             "dtype": self.dtype,
             "seed": self.seed,
             "machine": machine_info(),

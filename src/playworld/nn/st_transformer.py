@@ -229,4 +229,3 @@ class STTransformer(nn.Module):
                 cache.v = [v[:, :, v.shape[2] - min(keep, v.shape[2]) :] for _, v in new_kv]
             cache.length += x.shape[1]
         return self.norm(x)
-

@@ -42,11 +42,10 @@ class VectorQuantizer(nn.Module):
             code, the batch spread over all codes (MAGVIT-v2's entropy loss). Restarts alone put
             codes back, but cannot make the encoder *use* them; this does.
         entropy_temperature: softness of those assignments.
-        variance_weight: weight of a variance penalty (0 = off) that keeps the batch of
-            (normalised) inputs spread: ``mean_d relu(1/sqrt(d) - std_batch(z_d))`` (unit vectors
-            spread evenly over the sphere have per-dimension std 1/sqrt(d)). It works on the
-            encoder, so it prevents collapse where restarts and the entropy term cannot: when
-            every input is almost the same vector.
+        variance_weight: weight of a variance penalty (0 = off, see :meth:`spread_penalty`)
+            that keeps the batch of (normalised) inputs spread. It acts on the encoder, so it
+            prevents collapse where restarts and the entropy term cannot: when every input is
+            almost the same vector.
     """
 
     def __init__(
@@ -89,6 +88,12 @@ class VectorQuantizer(nn.Module):
             self.unused_steps[dead] = 0
         return n
 
+    def spread_penalty(self, flat: Tensor) -> Tensor:
+        """Per-dimension std of the batch below that of an even spread, penalised (VICReg's
+        variance term; unit vectors spread evenly over the sphere have std 1/sqrt(d))."""
+        target = flat.shape[1] ** -0.5 if self.l2_normalize else 1.0
+        return F.relu(target - flat.std(dim=0)).mean()
+
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
         """Quantise ``z (..., d)``.
 
@@ -120,8 +125,7 @@ class VectorQuantizer(nn.Module):
                 batch = -(p_batch * torch.log(p_batch.clamp_min(1e-10))).sum()
                 loss = loss + self.entropy_weight * (per_input - batch)
             if self.variance_weight > 0 and flat.shape[0] > 1:
-                target_std = (1.0 / flat.shape[1] ** 0.5) if self.l2_normalize else 1.0
-                loss = loss + self.variance_weight * F.relu(target_std - flat.std(dim=0)).mean()
+                loss = loss + self.variance_weight * self.spread_penalty(flat)
             q = flat + (q - flat).detach()  # straight-through: forward q, backward identity to z
 
             counts = torch.bincount(indices, minlength=self.num_codes)

@@ -26,6 +26,8 @@ RT-2 did with PaLM-E (:func:`least_used_token_ids`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -356,6 +358,23 @@ def _quiet_transformers() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _no_gguf_progress_bar():
+    """transformers draws a bar while de-quantising GGUF tensors, with a plain tqdm that its
+    logging switches do not reach; it is noise in every training and evaluation log."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    saved = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, **_: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = saved
+
+
 def require_vla_packages() -> None:
     """Raise a clear error unless transformers and peft are installed."""
     missing = [m for m in ("transformers", "peft", "gguf") if importlib.util.find_spec(m) is None]
@@ -375,6 +394,12 @@ def smollm2_gguf_path() -> Path:
 
 
 def _sha256_file(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: a changed file is re-read
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -422,12 +447,13 @@ def load_hf_causal_lm(backbone: str, pretrained_weights: bool = True):
     else:
         folder, kwargs = Path(backbone).expanduser(), {"local_files_only": True}
     try:
-        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
-        if pretrained_weights:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
-        else:
-            config = AutoConfig.from_pretrained(folder, **kwargs)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        with _no_gguf_progress_bar():
+            tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+            if pretrained_weights:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
+            else:
+                config = AutoConfig.from_pretrained(folder, **kwargs)
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise PlayworldError(f"could not load the causal LM {backbone!r} offline ({e}).") from e
     if getattr(model.config, "quantization_config", None) is not None:
@@ -468,11 +494,3 @@ def build_backbone(config) -> Backbone:
                 m.reset_parameters()
         vision.net.requires_grad_(True)
     return Backbone(vision, lm, HFTextTokenizer(tok), "hf")
-
-
-def describe_backbone(backbone: str) -> str:
-    if backbone == "tiny":
-        return "tiny (from scratch)"
-    if backbone == "pretrained":
-        return "EfficientNet-lite0 (ImageNet) + SmolLM2-135M-Instruct"
-    return f"EfficientNet-lite0 (ImageNet) + {backbone}"

@@ -1,8 +1,7 @@
 """Decoding for the VLA: constrained action tokens, free-text answers, plan-then-act.
 
 RT-2: "when asked for a robot action, decoding is restricted to valid action tokens; vision-
-language questions keep the full vocabulary". Greedy decoding throughout (a robot should do
-the most likely thing; RT-2 decoded greedily too).
+language questions keep the full vocabulary". Text (answers, plans) is decoded greedily.
 
 - :func:`decode_actions` - exactly ``action_dim`` tokens, each masked to the 256 action tokens
   (logit masking: every other token gets -inf). The fast path computes only the 256 action
@@ -15,6 +14,12 @@ the most likely thing; RT-2 decoded greedily too).
   then the constrained action tokens.
 
 All functions continue from a prefix run with ``model.prefill`` (last hidden state + KV cache).
+
+Action tokens are taken greedily (``temperature=0``) or sampled from the model's distribution
+(``temperature > 0``, restricted to action tokens either way). Sampling matters for behaviour
+cloning: where the expert did different things in states that look the same (it holds the
+gripper closed for a fixed number of steps before lifting), the greedy choice repeats the
+majority action for ever, while a sample leaves such a state as often as the expert did.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ def action_token_mask(model: VLA) -> Tensor:
     return model.bin_of >= 0
 
 
+def pick(logits: Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """Argmax (temperature 0) or a sample from softmax(logits / temperature): (B, V) -> (B,)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 def _check_finite(logits: Tensor) -> None:
     if not torch.isfinite(logits).any(dim=-1).all() or torch.isnan(logits).any():
         raise ActionDecodeError("the model produced NaN logits; no action could be decoded.")
@@ -45,13 +58,19 @@ def _check_finite(logits: Tensor) -> None:
 
 @torch.no_grad()
 def decode_actions(
-    model: VLA, hidden: Tensor, cache: Any, restrict_head: bool = True
+    model: VLA,
+    hidden: Tensor,
+    cache: Any,
+    restrict_head: bool = True,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Any]:
-    """Greedy constrained decoding of ``action_dim`` action tokens.
+    """Constrained decoding of ``action_dim`` action tokens (greedy, or sampled with ``temperature``).
 
     Args:
         hidden: last hidden state of the prefix (B, D); cache: its KV cache.
         restrict_head: compute the 256 action logits only (fast); False masks the full logits.
+        temperature, generator: 0 = greedy; > 0 samples (from ``generator`` if given).
     Returns:
         bins (B, action_dim) int64 in [0, num_bins), token ids (B, action_dim), the cache.
     """
@@ -62,12 +81,12 @@ def decode_actions(
         if restrict_head:
             logits = model.action_logits(hidden).float()  # (B, 256), bin order
             _check_finite(logits)
-            b = logits.argmax(-1)  # (B,)
+            b = pick(logits, temperature, generator)  # (B,)
             tok = model.action_ids[b]
         else:
             logits = mask_logits(model.logits(hidden).float(), allowed)  # (B, V)
             _check_finite(logits)
-            tok = logits.argmax(-1)
+            tok = pick(logits, temperature, generator)
             b = model.bin_of[tok]
         bins.append(b)
         ids.append(tok)
@@ -130,7 +149,9 @@ def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tupl
 
 
 @torch.no_grad()
-def decode_plan_and_actions(model: VLA, hidden: Tensor, cache: Any) -> tuple[str, Tensor, Any]:
+def decode_plan_and_actions(
+    model: VLA, hidden: Tensor, cache: Any, temperature: float = 0.0, generator: torch.Generator | None = None
+) -> tuple[str, Tensor, Any]:
     """"Plan: <words>. Action:" (free text, action tokens banned), then constrained actions.
 
     Returns (the plan in words, bins (1, action_dim), cache); raises :class:`ActionDecodeError`
@@ -144,5 +165,5 @@ def decode_plan_and_actions(model: VLA, hidden: Tensor, cache: Any) -> tuple[str
     plan = text[: -len(ACTION_MARKER)].strip()
     if plan.lower().startswith("plan:"):
         plan = plan[5:].strip()
-    bins, _, cache = decode_actions(model, hidden, cache)
+    bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
     return plan.rstrip(". "), bins, cache

@@ -157,22 +157,32 @@ class PongExpert:
     Args:
         dead_zone: pixels of error tolerated before moving (smaller dithers, the paddle coasts).
         velocity_gain: steps of current paddle velocity added to its position (momentum).
+        aim: once a rally is ``long_rally`` returns long, each time the ball comes the paddle aims
+            a point drawn uniformly in [-aim, aim] pixels off its centre: an expert that always
+            hits the same way can lock the deterministic game into an endless rally.
+        long_rally: returns in one rally before the aim starts to vary.
         explore: probability per step, while the ball moves away or is out of play, of starting
-            a random action held for a geometric number of steps (mean 4); 0 = pure expert.
-        seed: seed of the exploration.
+            a random action held for a geometric number of steps (mean ``explore_hold``); 0 = pure
+            expert. It varies the states the video visits.
+        explore_hold: mean number of steps an exploring action is held.
+        seed: seed of the aim and the exploration.
     """
 
     NOOP, UP, DOWN = 0, 2, 3  # minimal action set: NOOP FIRE RIGHT(up) LEFT(down) RIGHTFIRE LEFTFIRE
     TOP, BOTTOM, PADDLE_X = 48, 204, 188  # ball-y range between the walls; ball x at the paddle
 
-    def __init__(self, dead_zone: float = 5.0, velocity_gain: float = 0.5, explore: float = 0.0, seed: int = 0):
+    def __init__(self, dead_zone: float = 5.0, velocity_gain: float = 0.5, aim: float = 6.0, long_rally: int = 4,
+                 explore: float = 0.0, explore_hold: float = 1.0, seed: int = 0):
         self.dead_zone, self.velocity_gain, self.explore = dead_zone, velocity_gain, explore
+        self.explore_hold = explore_hold
+        self.aim, self.long_rally = aim, long_rally
         self.rng = np.random.default_rng(seed)
         self.reset()
 
     def reset(self) -> None:
         self._prev: tuple[int, int, int] | None = None  # (paddle y, ball x, ball y) last step
         self._held, self._hold = 0, 0
+        self._offset, self._was_coming, self._returns = 0.0, False, 0
 
     def _intercept(self, bx: int, by: int, vx: int, vy: int) -> float:
         # Where the ball reaches the paddle's column, folded back into the court at each wall.
@@ -188,14 +198,22 @@ class PongExpert:
         in_play = by > 0 and prev is not None and prev[2] > 0
         vx, vy = (bx - prev[1], by - prev[2]) if in_play else (0, 0)
         coming = in_play and vx > 0 and bx < self.PADDLE_X
+        if by == 0:  # a point was scored: a new rally starts
+            self._returns = 0
+        if coming and not self._was_coming:
+            long = self._returns >= self.long_rally
+            self._offset = float(self.rng.uniform(-self.aim, self.aim)) if long else 0.0
+        if self._was_coming and not coming and in_play:
+            self._returns += 1
+        self._was_coming = coming
         if not coming and self.explore > 0:
             if self._hold == 0 and self.rng.random() < self.explore:
-                self._held, self._hold = int(self.rng.integers(6)), int(self.rng.geometric(0.25))
+                self._held, self._hold = int(self.rng.integers(6)), int(self.rng.geometric(1.0 / self.explore_hold))
             if self._hold > 0:
                 self._hold -= 1
                 return self._held
         if coming:
-            target = self._intercept(bx, by, vx, vy)
+            target = self._intercept(bx, by, vx, vy) + self._offset
         elif by > 0:
             target = by
         else:
@@ -277,11 +295,14 @@ def play_episodes(
     for s in slots:
         start(s)
     while any(s["ep"] is not None for s in slots):
-        live = [s for s in slots if s["ep"] is not None]
-        frames = np.stack([s["frame"] for s in live])  # (N, H, W, 3)
-        new = np.array([s["new"] for s in live])
-        actions = np.asarray(policy(frames, new, [s["env"].ram for s in live])).reshape(-1)
-        for s, a in zip(live, actions, strict=True):
+        # Every slot stays in the batch (a finished one repeats its last frame, its action is
+        # ignored), so a policy that keeps per-row history sees a fixed batch layout.
+        frames = np.stack([s["frame"] for s in slots])  # (N, H, W, 3)
+        new = np.array([s["ep"] is not None and s["new"] for s in slots])
+        actions = np.asarray(policy(frames, new, [s["env"].ram for s in slots])).reshape(-1)
+        for s, a in zip(slots, actions, strict=True):
+            if s["ep"] is None:
+                continue
             frame, r, done = s["env"].step(int(a))
             if on_step is not None:
                 on_step(s["ep"], s["frame"], int(a), r)
@@ -300,6 +321,9 @@ def agent_policy(agents: list) -> BatchPolicy:
     def policy(frames: np.ndarray, new: np.ndarray, rams: list[np.ndarray]) -> np.ndarray:
         out = []
         for i, ram in enumerate(rams):
+            if i >= len(agents):
+                out.append(0)
+                continue
             if new[i]:
                 agents[i].reset()
             out.append(agents[i].act(ram))
@@ -313,7 +337,7 @@ def score_agents(game: str, who: Literal["expert", "random"], episodes: int = 5,
     """Returns of the scripted expert or the random policy over ``episodes`` episodes."""
     n = min(episodes, 8)
     num_actions = AtariRamEnv(game).num_actions
-    agents = [make_expert(game) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
+    agents = [make_expert(game, seed=seed + i) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
     return [r["return"] for r in play_episodes(agent_policy(agents), game, episodes, seed, max_steps=max_steps, parallel=n)]
 
 
@@ -331,7 +355,7 @@ def record_atari_expert(
     *,
     frame_skip: int = 4,
     random_fraction: float = 0.25,
-    explore: float = 0.3,
+    explore: float = 0.0,
     max_episode_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,

@@ -47,13 +47,16 @@ class Episode:
 
     frames: np.ndarray  # uint8 (T, S, S, 3)
     bins: np.ndarray  # int64 (T, 8): the expert's actions as bins
+    states: np.ndarray  # float32 (T, 8): the robot's proprioceptive state
     instruction: str
     spec: dict[str, Any] | None  # the EpisodeSpec as a dict (playworld recordings)
 
 
 def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer | None = None,
-                  episodes: list[int] | None = None) -> tuple[list[Episode], ActionTokenizer]:
-    """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``)."""
+                  episodes: list[int] | None = None) -> tuple[list[Episode], ActionTokenizer, dict | None]:
+    """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``).
+
+    Returns (episodes, the action tokenizer from the data's stats, the state's stats or None)."""
     import json
 
     from playworld.data.lerobot import load_lerobot
@@ -70,9 +73,10 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
             frames = F.interpolate(frames, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         frames = frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         raw_spec = ds.episodes[i].get("playworld/spec")
-        out.append(Episode(frames, tok.encode(ep["actions"]), ep["task"], json.loads(raw_spec) if raw_spec else None))
+        states = ep["state"] if ep["state"] is not None else np.zeros((len(frames), 0), np.float32)
+        out.append(Episode(frames, tok.encode(ep["actions"]), states, ep["task"], json.loads(raw_spec) if raw_spec else None))
         ds.close()  # one decoded episode in memory at a time
-    return out, tok
+    return out, tok, ds.stats.get("observation.state")
 
 
 class VLADataset(Dataset):
@@ -127,6 +131,7 @@ class VLADataset(Dataset):
         input_ids, labels = self.model.make_example(prompt, answer)
         return {
             "image": torch.from_numpy(self.episodes[e].frames[t]),  # uint8 (S, S, 3)
+            "state": torch.from_numpy(self.episodes[e].states[t]),  # float32 (8,)
             "input_ids": input_ids,  # (L,)
             "labels": labels,  # (L,)
         }
@@ -176,7 +181,7 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
     need = max_example_tokens(model, episodes, plan)
     if need > config.max_text_len:
         config.max_text_len = need
-    longest = model.num_image_tokens + config.max_text_len + config.max_answer_tokens
+    longest = model.num_prefix_tokens + config.max_text_len + config.max_answer_tokens
     if backbone == "tiny" and longest > config.max_seq_len:  # rebuild with room for longer sequences
         config.max_seq_len = longest
         model = VLA(config)
@@ -207,6 +212,8 @@ class TrainVLA:
     """LoRA rank for pretrained backbones (0 = full fine-tuning)."""
     from_scratch: bool = False
     """Pretrained backbones: same architecture, random weights, everything trained (RT-2's from-scratch ablation)."""
+    state: bool = True
+    """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
     resume: bool = False
     """Continue the run in --out from its latest valid checkpoint."""
     train: TrainSettings = field(
@@ -229,27 +236,31 @@ class TrainVLA:
         seed_everything(self.train.seed)
         ds = load_lerobot(self.data)
         n = ds.num_episodes if self.episodes == 0 else min(self.episodes, ds.num_episodes)
-        order = list(range(n))
         n_val = int(round(n * self.val_fraction)) if n >= 10 else 0
         val_idx = sorted(np.random.default_rng(self.train.seed).permutation(n)[:n_val].tolist())
-        train_idx = [i for i in order if i not in set(val_idx)]
+        train_idx = sorted(set(range(n)) - set(val_idx))
         size = self.image_size or (64 if self.backbone == "tiny" else 128)
-        train_eps, tokenizer = load_episodes(self.data, size, episodes=train_idx)
+        train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx)
         val_eps = load_episodes(self.data, size, tokenizer, val_idx)[0] if val_idx else []
-        overrides: dict[str, Any] = {"image_size": size}
+        overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
+        if self.state:
+            if not state_stats or "q01" not in state_stats:
+                raise PlayworldError(f"{self.data} has no observation.state statistics; train with --no-state.")
+            overrides.update(state_q01=tuple(state_stats["q01"]), state_q99=tuple(state_stats["q99"]))
         if self.backbone != "tiny":
             overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank, pretrained_weights=not self.from_scratch)
         model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(
-            "VLA %s: %.1fM parameters (%.2fM trained), %d image tokens, %d train / %d val episodes, robot fraction %.2f",
-            self.backbone, model.num_parameters() / 1e6, trainable / 1e6, model.num_image_tokens,
+            "VLA %s: %.1fM parameters (%.2fM trained), %d prefix tokens, %d train / %d val episodes, robot fraction %.2f",
+            self.backbone, model.num_parameters() / 1e6, trainable / 1e6, model.num_prefix_tokens,
             len(train_eps), len(val_eps), self.robot_fraction,
         )
         train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed)
         val = VLADataset(model, val_eps, self.robot_fraction, self.plan, seed=self.train.seed + 1) if val_eps else None
         trainer = Trainer(
-            model, self.train, self.out, train, batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"]),
+            model, self.train, self.out, train,
+            batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"], b["state"] if self.state else None),
             val_data=val, name="vla",
         )
         out = trainer.fit(resume=self.resume)

@@ -10,6 +10,7 @@ over their 256 least-used tokens (as PaLM-E did).
 Data flow (B = batch, N = image tokens, L = text tokens, D = LM width, V = vocabulary)::
 
     images (B, S, S, 3) uint8 --vision--> (B, N, C) --projector--> (B, N, D)  image prefix
+    robot state (B, 8) --normalise, MLP--> (B, 1, D)                           + state token (use_state)
     prompt + answer ids (B, L) --embed (action rows: action_embed)--> (B, L, D)
     [image prefix | text] (B, N + L, D) --causal LM--> hidden (B, N + L, D)
     hidden before each answer token --logits (action columns: action_embed)--> next-token loss
@@ -27,6 +28,7 @@ installed packages, and ``base_fingerprint`` makes sure they are the same weight
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,14 @@ class VLAConfig(ModelConfig):
     """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
+    use_state: bool = False
+    """Also read the robot's proprioceptive state (one extra prefix token). RT-2 reads the image
+    alone; our top-down camera barely shows the gripper's height, so ``playworld train vla``
+    gives the state too by default (as Octo and pi0 do; ``--no-state`` for image-only RT-2)."""
+    state_q01: tuple[Any, ...] = ()  # Any: these may be negative
+    """Per-dimension low end of the state normalisation (the data's 1st percentile)."""
+    state_q99: tuple[Any, ...] = ()
+    """Per-dimension high end of the state normalisation (the data's 99th percentile)."""
 
     def __post_init__(self) -> None:
         if not self.backbone:
@@ -128,6 +138,15 @@ class VLAConfig(ModelConfig):
             )
         if len(set(self.action_token_ids)) != len(self.action_token_ids):
             raise PlayworldError("action_token_ids must be distinct; the config is corrupt.")
+        if self.use_state:
+            q = [*self.state_q01, *self.state_q99]
+            if not self.state_q01 or len(self.state_q01) != len(self.state_q99) or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in q
+            ):
+                raise PlayworldError(
+                    "use_state needs finite state_q01 / state_q99 of equal, non-zero length (the dataset's stats)."
+                )
+            self.state_q01, self.state_q99 = tuple(map(float, self.state_q01)), tuple(map(float, self.state_q99))
         if self.lora_rank < 0:
             raise PlayworldError(f"lora_rank must be >= 0, got {self.lora_rank}.")
         if self.action_tokenizer:
@@ -182,6 +201,11 @@ class VLA(PretrainedModel):
         self.num_image_tokens = self.vision.num_tokens
         self.projector = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))
         self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
+        self.num_prefix_tokens = self.num_image_tokens
+        if config.use_state:
+            s = len(config.state_q01)
+            self.state_proj = nn.Sequential(nn.Linear(s, d), nn.GELU(), nn.Linear(d, d))
+            self.num_prefix_tokens += 1
 
         # action tokens: bin k <-> token id action_token_ids[k]
         word_vocab = self.lm.output_weight.shape[0]
@@ -223,6 +247,20 @@ class VLA(PretrainedModel):
         feats = self.vision(x.to(dtype))  # (B, N, C)
         return self.projector(feats) + self.image_pos  # (B, N, D)
 
+    def encode_prefix(self, images: Tensor, state: Tensor | None = None) -> Tensor:
+        """Images (and the robot state) -> the prefix (B, N (+1), D) the text follows."""
+        prefix = self.encode_images(images)  # (B, N, D)
+        if not self.config.use_state:
+            return prefix
+        if state is None:
+            raise PlayworldError("this VLA reads the robot state: pass it (the env observation's 'state').")
+        # normalised in float32 whatever the weights' dtype: millimetres matter here
+        lo = torch.tensor(self.config.state_q01, device=state.device)
+        span = (torch.tensor(self.config.state_q99, device=state.device) - lo).clamp(min=1e-6)
+        x = (state.float() - lo) / span * 2 - 1  # (B, S), ~[-1, 1] inside the data's range
+        token = self.state_proj(x.clamp(-2, 2).to(prefix.dtype))  # (B, D)
+        return torch.cat([prefix, token[:, None]], dim=1)  # (B, N + 1, D)
+
     def embed_text(self, ids: Tensor) -> Tensor:
         """Token ids (B, T) -> embeddings (B, T, D); action ids use ``action_embed``."""
         bins = self.bin_of[ids]  # (B, T)
@@ -243,17 +281,19 @@ class VLA(PretrainedModel):
         """Logits of the action tokens only (..., 256), bin order: what constrained decoding needs."""
         return hidden @ self.action_embed.T.to(hidden.dtype)
 
-    def forward(self, images: Tensor, input_ids: Tensor) -> Tensor:
+    def forward(self, images: Tensor, input_ids: Tensor, state: Tensor | None = None) -> Tensor:
         """Hidden state before each text token: (B, L, D) (position p predicts text token p)."""
-        img = self.encode_images(images)  # (B, N, D)
+        img = self.encode_prefix(images, state)  # (B, N, D)
         txt = self.embed_text(input_ids)  # (B, L, D)
         hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
         n = img.shape[1]
         return hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
 
-    def training_step(self, images: Tensor, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def training_step(
+        self, images: Tensor, input_ids: Tensor, labels: Tensor, state: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         """Next-token cross-entropy on answer/action tokens only (``labels != IGNORE``)."""
-        hidden = self(images, input_ids)  # (B, L, D)
+        hidden = self(images, input_ids, state)  # (B, L, D)
         sel = labels != IGNORE  # (B, L)
         target = labels[sel]  # (M,)
         logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
@@ -269,9 +309,9 @@ class VLA(PretrainedModel):
 
     # -- inference: a prefix, then one token at a time (KV cache) ---------------------------------
 
-    def prefill(self, images: Tensor, prompt_ids: Tensor) -> tuple[Tensor, Any]:
+    def prefill(self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Any]:
         """Run image prefix + prompt once: (last hidden state (B, D), KV cache)."""
-        img = self.encode_images(images)  # (B, N, D)
+        img = self.encode_prefix(images, state)  # (B, N, D)
         txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
         hidden, cache = self.lm(torch.cat([img, txt], dim=1), self.lm.new_cache())  # (B, N + L, D)
         return hidden[:, -1], cache

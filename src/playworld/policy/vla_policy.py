@@ -53,15 +53,30 @@ class VLAPolicy:
         dtype: "bfloat16" (default) or "float32" for the weights at inference.
         device: "cpu" or "cuda".
         constrained: restrict action decoding to action tokens (RT-2); False is the ablation.
+        temperature: 0 = greedy action tokens; > 0 samples them (default 1: the learned
+            distribution, see :mod:`playworld.policy.decoding` for why).
+        seed: seed of the sampling generator (re-seeded by ``reset(seed)``).
     """
 
-    def __init__(self, model: VLA, dtype: str = "bfloat16", device: str = "cpu", constrained: bool = True):
+    def __init__(
+        self,
+        model: VLA,
+        dtype: str = "bfloat16",
+        device: str = "cpu",
+        constrained: bool = True,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
+        if not temperature >= 0:
+            raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
         if dtype not in DTYPES:
             raise PlayworldError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
         self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
         self.device = torch.device(device)
         self.dtype = dtype
         self.constrained = constrained
+        self.temperature = float(temperature)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.action_tokenizer: ActionTokenizer = model.config.get_action_tokenizer()
         self._prompt_ids: dict[str, torch.Tensor] = {}
         self._warned_resize = False
@@ -77,18 +92,22 @@ class VLAPolicy:
         device: str = "cpu",
         constrained: bool = True,
         action_tokenizer: ActionTokenizer | None = None,
+        temperature: float = 1.0,
+        seed: int = 0,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
         model = VLA.from_pretrained(path)
         if action_tokenizer is not None:
             check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
-        return cls(model, dtype=dtype, device=device, constrained=constrained)
+        return cls(model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed)
 
     # -- episode state -----------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Start a new episode (forget the last action and plan)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode (forget the last action and plan; re-seed sampling if ``seed``)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
         self.last_gripper = 0.0
         self.last_action_text = ""
         self.last_plan: str | None = None
@@ -127,12 +146,27 @@ class VLAPolicy:
             self._warned_resize = True
         return torch.from_numpy(np.ascontiguousarray(arr))[None].to(self.device)
 
+    def prepare_state(self, observation) -> torch.Tensor | None:
+        """The robot state (1, S) when the model reads it (``use_state``), else None."""
+        cfg = self.model.config
+        if not cfg.use_state:
+            return None
+        state = observation.get("state") if isinstance(observation, dict) else None
+        if state is None:
+            raise PlayworldError(
+                "this VLA reads the robot state: pass the env's observation dict (with 'image' and 'state')."
+            )
+        arr = np.asarray(state, dtype=np.float32).reshape(-1)
+        if arr.shape != (len(cfg.state_q01),) or not np.all(np.isfinite(arr)):
+            raise PlayworldError(f"the observation state must be {len(cfg.state_q01)} finite numbers, got shape {np.shape(state)}.")
+        return torch.from_numpy(arr)[None].to(self.device)
+
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """Token ids (1, L) of a prompt, cached (the instruction is the same for a whole episode)."""
         ids = self._prompt_ids.get(prompt)
         if ids is None:
             ids = torch.tensor([self.model.encode_text(prompt)], dtype=torch.long, device=self.device)
-            n = self.model.num_image_tokens + ids.shape[1] + self.model.config.max_answer_tokens
+            n = self.model.num_prefix_tokens + ids.shape[1] + self.model.config.max_answer_tokens
             if n > self.model.lm.max_len:
                 raise PlayworldError(
                     f"the prompt is {ids.shape[1]} tokens; with the image that is longer than the model's "
@@ -165,15 +199,19 @@ class VLAPolicy:
             instruction = observation.get("instruction")
         if instruction is None:
             raise PlayworldError("no instruction: pass one, or an observation dict with 'instruction'.")
-        image = self.prepare_image(observation)
         prompt = self.prompt_ids(robot_prompt(self.check_instruction(instruction)))
+        image, state = self.prepare_image(observation), self.prepare_state(observation)
         start = time.perf_counter()
         try:
-            hidden, cache = self.model.prefill(image, prompt)  # (1, D), KV cache of image + prompt
+            hidden, cache = self.model.prefill(image, prompt, state)  # (1, D), KV cache of image + prompt
             if self.model.config.plan:
-                self.last_plan, bins, _ = decode_plan_and_actions(self.model, hidden, cache)
+                self.last_plan, bins, _ = decode_plan_and_actions(
+                    self.model, hidden, cache, self.temperature, self.generator
+                )
             elif self.constrained:
-                bins, _, _ = decode_actions(self.model, hidden, cache)
+                bins, _, _ = decode_actions(
+                    self.model, hidden, cache, temperature=self.temperature, generator=self.generator
+                )
             else:
                 bins, _, _ = decode_actions_unconstrained(self.model, hidden, cache)
             b = bins[0].cpu().numpy()
@@ -193,8 +231,8 @@ class VLAPolicy:
         """Answer a question about the image in words (full vocabulary, greedy)."""
         if not isinstance(question, str) or not question.strip():
             raise PlayworldError("the question is empty.")
-        image = self.prepare_image(observation)
-        hidden, cache = self.model.prefill(image, self.prompt_ids(vqa_prompt(question)))
+        image, state = self.prepare_image(observation), self.prepare_state(observation)
+        hidden, cache = self.model.prefill(image, self.prompt_ids(vqa_prompt(question)), state)
         n = max_new_tokens or self.model.config.max_answer_tokens
         try:
             ids, _, _, _ = generate_text(self.model, hidden, cache, n)

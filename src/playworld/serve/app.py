@@ -213,7 +213,7 @@ def create_app(
         if prompt_id == "blank":
             return Image.new("RGB", (w, h), (32, 34, 44))
         kind, _, key = prompt_id.partition(":")
-        if kind == "sample" and key.isdigit() and int(key) < len(samples):
+        if kind == "sample" and key.isdecimal() and len(key) < 10 and int(key) < len(samples):
             return samples[int(key)]
         if kind == "upload" and key in app.state.uploads:
             app.state.uploads.move_to_end(key)
@@ -409,7 +409,7 @@ def create_app(
             return
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
             await ws.send_json(_error('messages must be JSON objects such as {"type": "step", "action": 0}'))
             return
         kind = msg.get("type") if isinstance(msg, dict) else None

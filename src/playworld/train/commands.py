@@ -258,58 +258,6 @@ class TrainWorld:
             cmd.run()
         if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 alone writes the world
             return self.out
+        from playworld.world.commands import assemble_world
+
         return assemble_world(self.out, self.data, maskgit_steps=self.maskgit_steps, seed=self.seed)
-
-
-def assemble_world(out: Path, data: Path, maskgit_steps: int = 4, seed: int = 0, num_prompts: int = 8) -> Path:
-    """Write ``world.json`` (with automatic action labels) and sample prompts into ``out``."""
-    import numpy as np
-
-    from playworld.utils import atomic_write_json
-    from playworld.viz import save_png
-    from playworld.world.dynamics import DynamicsModel
-    from playworld.world.labels import labels_from_counts, latent_true_counts
-    from playworld.world.latent_actions import LatentActionModel
-    from playworld.world.tokenizer import VideoTokenizer
-    from playworld.world.world import WORLD_FILE, WORLD_FORMAT, WORLD_VERSION, check_compatible
-
-    tok = VideoTokenizer.from_pretrained(out / "tokenizer")
-    lam = LatentActionModel.from_pretrained(out / "lam")
-    dyn = DynamicsModel.from_pretrained(out / "dynamics")
-    check_compatible(tok, lam, dyn)
-    ds = load_dataset(data)
-    labels = None
-    if ds.has_actions:
-        clips = ClipDataset(ds, 6, split="train", with_actions=True, seed=seed)
-        got = latent_true_counts(lam, clips)
-        if got is not None:
-            labels = labels_from_counts(*got)
-    # Sample prompts: the first frame of evenly spaced test episodes (one per game where possible).
-    test_eps = ds.split_episodes("test", seed=seed) or list(range(ds.num_episodes))
-    by_source: dict[str, list[int]] = {}
-    for e in test_eps:
-        by_source.setdefault(str(ds.episode(e)["info"].get("game", ds.episode(e)["info"].get("source", ""))), []).append(e)
-    chosen: list[int] = []
-    while len(chosen) < min(num_prompts, len(test_eps)):
-        for eps in by_source.values():
-            if eps and len(chosen) < num_prompts:
-                chosen.append(eps.pop(0))
-    rng = np.random.default_rng(seed)
-    for i, e in enumerate(chosen):
-        frames = ds.episode_frames(e)
-        save_png(frames[int(rng.integers(0, max(1, len(frames) // 2)))], out / "prompts" / f"prompt-{i:02d}.png")
-    meta = {
-        "format": WORLD_FORMAT,
-        "version": WORLD_VERSION,
-        "frame_size": list(tok.config.image_size),
-        "num_actions": lam.num_actions,
-        "action_labels": labels or [f"action {i}" for i in range(lam.num_actions)],
-        "maskgit_steps": maskgit_steps,
-        "temperature": dyn.config.temperature,
-        "trained_on": {"data": str(data), "source": ds.meta.get("source"), "games": sorted(by_source)},
-    }
-    atomic_write_json(out / WORLD_FILE, meta)
-    log.info("world assembled in %s; action labels: %s", out, meta["action_labels"])
-    return out
-
-

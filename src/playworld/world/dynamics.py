@@ -126,7 +126,13 @@ class DynamicsModel(PretrainedModel):
         self.action_embed = nn.Embedding(c.num_actions + 1, c.dim)
         S = self.num_tokens + (c.action_conditioning == "token")
         self.transformer = STTransformer(
-            c.depth, c.dim, S, head_dim=c.head_dim, mlp_ratio=c.mlp_ratio, qk_norm=c.qk_norm, window=c.max_frames
+            c.depth,
+            c.dim,
+            S,
+            head_dim=c.head_dim,
+            mlp_ratio=c.mlp_ratio,
+            qk_norm=c.qk_norm,
+            window=c.max_frames,
         )
         self.head = nn.Linear(c.dim, c.num_codes)
         self.apply(init_weights)
@@ -169,7 +175,9 @@ class DynamicsModel(PretrainedModel):
         """Masked-token cross-entropy on ``tokens (B, T, h, w)`` (frozen tokenizer) and ``actions (B, T-1)``
         (frozen latent action model). Frame 0 is clean context; frames 1..T-1 are masked."""
         if actions is None:
-            raise PlayworldError("the dynamics model trains on (tokens, actions); label the clips with the latent action model.")
+            raise PlayworldError(
+                "the dynamics model trains on (tokens, actions); label the clips with the latent action model."
+            )
         B, T, h, w = tokens.shape
         if T < 2:
             raise PlayworldError(f"dynamics training needs clips of >= 2 frames, got {T}.")
@@ -186,7 +194,11 @@ class DynamicsModel(PretrainedModel):
         loss = F.cross_entropy(logits, target)
         with torch.no_grad():
             acc = (logits.argmax(-1) == target).float().mean()
-        return loss, {"ce": float(loss.detach()), "accuracy": float(acc), "mask_ratio": float(mask[:, 1:].float().mean())}
+        return loss, {
+            "ce": float(loss.detach()),
+            "accuracy": float(acc),
+            "mask_ratio": float(mask[:, 1:].float().mean()),
+        }
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -226,14 +238,18 @@ class DynamicsModel(PretrainedModel):
     def _check(self, tokens: Tensor, actions: Tensor) -> None:
         c = self.config
         if tokens.dim() != 4 or tuple(tokens.shape[2:]) != tuple(c.token_grid):
-            raise PlayworldError(f"tokens must be (B, T, {c.token_grid[0]}, {c.token_grid[1]}), got {tuple(tokens.shape)}.")
+            raise PlayworldError(
+                f"tokens must be (B, T, {c.token_grid[0]}, {c.token_grid[1]}), got {tuple(tokens.shape)}."
+            )
         if tuple(actions.shape) != (tokens.shape[0], tokens.shape[1] - 1):
             raise PlayworldError(
                 f"actions must be (B, T-1) = {(tokens.shape[0], tokens.shape[1] - 1)} for tokens "
                 f"{tuple(tokens.shape)} (a_t leads from frame t to t+1), got {tuple(actions.shape)}."
             )
         if actions.numel() and (actions.min() < 0 or actions.max() >= c.num_actions):
-            raise PlayworldError(f"actions must be in [0, {c.num_actions}), got values {actions.min()}..{actions.max()}.")
+            raise PlayworldError(
+                f"actions must be in [0, {c.num_actions}), got values {actions.min()}..{actions.max()}."
+            )
 
 
 class DynamicsState:
@@ -247,7 +263,9 @@ class DynamicsState:
     def __init__(self, model: DynamicsModel, prompt_tokens: Tensor, prompt_actions: Tensor | None = None):
         B, T0 = prompt_tokens.shape[:2]
         if T0 > 1 and prompt_actions is None:
-            raise PlayworldError("a prompt of several frames needs the actions between them: prompt_actions (B, T0-1).")
+            raise PlayworldError(
+                "a prompt of several frames needs the actions between them: prompt_actions (B, T0-1)."
+            )
         actions = prompt_actions if prompt_actions is not None else prompt_tokens.new_zeros(B, 0)
         model._check(prompt_tokens, actions)
         self.model, self.batch_size = model, B
@@ -262,7 +280,12 @@ class DynamicsState:
     def clone(self) -> DynamicsState:
         """An independent copy: branch a rollout (e.g. try every action from the same state)."""
         other = object.__new__(DynamicsState)
-        other.model, other.batch_size, other.frames, other.tokens = self.model, self.batch_size, self.frames, self.tokens
+        other.model, other.batch_size, other.frames, other.tokens = (
+            self.model,
+            self.batch_size,
+            self.frames,
+            self.tokens,
+        )
         other.cache = self.cache.clone()
         return other
 

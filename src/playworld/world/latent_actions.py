@@ -118,7 +118,9 @@ class LatentActionConfig(ModelConfig):
                 f"head_dim {self.head_dim} must be even and divide dim={self.dim}; heads must split the width evenly."
             )
         if self.num_actions < 2:
-            raise PlayworldError(f"num_actions must be >= 2 (a world needs a choice), got {self.num_actions}.")
+            raise PlayworldError(
+                f"num_actions must be >= 2 (a world needs a choice), got {self.num_actions}."
+            )
         for name in ("channels", "patch_size", "enc_depth", "dec_depth", "code_dim", "max_frames"):
             if getattr(self, name) < 1:
                 raise PlayworldError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -147,8 +149,13 @@ class LatentActionModel(PretrainedModel):
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.latent_norm = nn.BatchNorm1d(c.code_dim, affine=False)
         self.vq = VectorQuantizer(
-            c.num_actions, c.code_dim, c.beta, l2_normalize=True, dead_code_steps=c.dead_code_steps,
-            entropy_weight=c.entropy_weight, entropy_temperature=c.entropy_temperature,
+            c.num_actions,
+            c.code_dim,
+            c.beta,
+            l2_normalize=True,
+            dead_code_steps=c.dead_code_steps,
+            entropy_weight=c.entropy_weight,
+            entropy_temperature=c.entropy_temperature,
             variance_weight=c.variance_weight,
         )
         self.dec_patch_embed = nn.Linear(P, c.dim)
@@ -169,7 +176,9 @@ class LatentActionModel(PretrainedModel):
     def unpatchify(self, patches: Tensor) -> Tensor:
         # (B, T, S, p*p*C) in [-1, 1] -> (B, T, C, H, W) in [0, 1] (not clamped)
         p, (h, w) = self.config.patch_size, self.grid
-        return (rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p) + 1) / 2
+        return (
+            rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p) + 1
+        ) / 2
 
     def encode_latents(self, video: Tensor) -> Tensor:
         """Continuous action latents ``(B, T-1, code_dim)``: entry t describes frame t -> t+1."""
@@ -186,8 +195,14 @@ class LatentActionModel(PretrainedModel):
         # A frozen model (eval or no_grad) uses the running statistics, so it never changes.
         bn, learning = self.latent_norm, self.training and torch.is_grad_enabled()
         with torch.autocast(z.device.type, enabled=False):
-            z = F.batch_norm(rearrange(z.float(), "b t d -> (b t) d"), bn.running_mean, bn.running_var,
-                             training=learning, momentum=bn.momentum, eps=bn.eps)
+            z = F.batch_norm(
+                rearrange(z.float(), "b t d -> (b t) d"),
+                bn.running_mean,
+                bn.running_var,
+                training=learning,
+                momentum=bn.momentum,
+                eps=bn.eps,
+            )
         return rearrange(z, "(b t) d -> b t d", b=video.shape[0])
 
     def decode(self, context: Tensor, codes: Tensor) -> Tensor:
@@ -227,8 +242,13 @@ class LatentActionModel(PretrainedModel):
         with torch.no_grad():
             psnr = -10 * torch.log10(F.mse_loss(pred.clamp(0, 1), target).clamp_min(1e-10))
             copy_psnr = -10 * torch.log10(copy_mse.clamp_min(1e-10))
-        logs = {"recon_mse": float(mse.detach()), "psnr": float(psnr), "copy_psnr": float(copy_psnr),
-                "vq_loss": float(vq_loss.detach()), **stats}
+        logs = {
+            "recon_mse": float(mse.detach()),
+            "psnr": float(psnr),
+            "copy_psnr": float(copy_psnr),
+            "vq_loss": float(vq_loss.detach()),
+            **stats,
+        }
         return loss, logs
 
     @torch.no_grad()

@@ -69,6 +69,8 @@ class VideoTokenizerConfig(ModelConfig):
     """Commitment loss weight."""
     dead_code_steps: int = 100
     """Restart codes unused for this many training steps (0 disables)."""
+    variance_weight: float = 0.0
+    """Weight of the VQ variance penalty that keeps the encoder's latents spread (0 disables)."""
     max_frames: int = 16
     """Temporal window: a frame attends to itself and the ``max_frames - 1`` before it."""
     spatial_only: bool = False
@@ -77,7 +79,10 @@ class VideoTokenizerConfig(ModelConfig):
     """Weight of an extra L1 pixel loss (on top of MSE)."""
 
     def __post_init__(self) -> None:
-        if min(*self.image_size, self.patch_size, self.head_dim, self.enc_dim, self.dec_dim) < 1 or self.mlp_ratio <= 0:
+        if (
+            min(*self.image_size, self.patch_size, self.head_dim, self.enc_dim, self.dec_dim) < 1
+            or self.mlp_ratio <= 0
+        ):
             raise PlayworldError(
                 "image_size, patch_size, head_dim, enc_dim and dec_dim must be >= 1 and mlp_ratio > 0, got "
                 f"{self.image_size}, {self.patch_size}, {self.head_dim}, {self.enc_dim}, {self.dec_dim}, {self.mlp_ratio}."
@@ -96,11 +101,19 @@ class VideoTokenizerConfig(ModelConfig):
                 )
         if self.head_dim % 2:
             raise PlayworldError(f"head_dim must be even (rotary positions), got {self.head_dim}.")
-        for name in ("channels", "patch_size", "enc_depth", "dec_depth", "num_codes", "code_dim", "max_frames"):
+        for name in (
+            "channels",
+            "patch_size",
+            "enc_depth",
+            "dec_depth",
+            "num_codes",
+            "code_dim",
+            "max_frames",
+        ):
             if getattr(self, name) < 1:
                 raise PlayworldError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.beta < 0 or self.l1_weight < 0 or self.dead_code_steps < 0:
-            raise PlayworldError("beta, l1_weight and dead_code_steps must be >= 0.")
+        if min(self.beta, self.l1_weight, self.dead_code_steps, self.variance_weight) < 0:
+            raise PlayworldError("beta, l1_weight, dead_code_steps and variance_weight must be >= 0.")
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -118,12 +131,24 @@ class VideoTokenizer(PretrainedModel):
         c = config
         self.grid = c.token_grid
         S, P = self.grid[0] * self.grid[1], c.patch_size * c.patch_size * c.channels
-        stack = dict(head_dim=c.head_dim, mlp_ratio=c.mlp_ratio, qk_norm=c.qk_norm,
-                     spatial_only=c.spatial_only, window=c.max_frames)
+        stack = dict(
+            head_dim=c.head_dim,
+            mlp_ratio=c.mlp_ratio,
+            qk_norm=c.qk_norm,
+            spatial_only=c.spatial_only,
+            window=c.max_frames,
+        )
         self.patch_embed = nn.Linear(P, c.enc_dim)
         self.encoder = STTransformer(c.enc_depth, c.enc_dim, S, **stack)
         self.to_code = nn.Linear(c.enc_dim, c.code_dim)
-        self.vq = VectorQuantizer(c.num_codes, c.code_dim, c.beta, l2_normalize=True, dead_code_steps=c.dead_code_steps)
+        self.vq = VectorQuantizer(
+            c.num_codes,
+            c.code_dim,
+            c.beta,
+            l2_normalize=True,
+            dead_code_steps=c.dead_code_steps,
+            variance_weight=c.variance_weight,
+        )
         self.from_code = nn.Linear(c.code_dim, c.dec_dim)
         self.decoder = STTransformer(c.dec_depth, c.dec_dim, S, **stack)
         self.to_pixels = nn.Linear(c.dec_dim, P)
@@ -182,7 +207,9 @@ class VideoTokenizer(PretrainedModel):
         per step.
         """
         if tokens.dim() != 4 or tuple(tokens.shape[2:]) != self.grid:
-            raise PlayworldError(f"tokens must be (B, T, {self.grid[0]}, {self.grid[1]}), got {tuple(tokens.shape)}.")
+            raise PlayworldError(
+                f"tokens must be (B, T, {self.grid[0]}, {self.grid[1]}), got {tuple(tokens.shape)}."
+            )
         codes = self.vq.lookup(rearrange(tokens, "b t h w -> b t (h w)"))  # (B, T, S, code_dim)
         return self.decode_codes(codes, cache).clamp(0, 1)
 
@@ -199,7 +226,12 @@ class VideoTokenizer(PretrainedModel):
         with torch.no_grad():
             clamped_mse = F.mse_loss(recon.clamp(0, 1), target)
             psnr = -10 * torch.log10(clamped_mse.clamp_min(1e-10))
-        return loss, {"recon_mse": float(mse.detach()), "psnr": float(psnr), "vq_loss": float(vq_loss.detach()), **stats}
+        return loss, {
+            "recon_mse": float(mse.detach()),
+            "psnr": float(psnr),
+            "vq_loss": float(vq_loss.detach()),
+            **stats,
+        }
 
     @torch.no_grad()
     def sample_images(self, video: Tensor, n: int = 4) -> Tensor:

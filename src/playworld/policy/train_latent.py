@@ -1,0 +1,406 @@
+"""``playworld train latent-policy``: learn to act from action-free video (Genie's agent study).
+
+The pipeline, top to bottom (arXiv 2402.15391, Sec. 3.3; ``docs/bridge.md``):
+
+1. a latent action model (LAM) - given with ``--lam``, or trained here on all of ``--data``
+   without its actions (``out/lam``);
+2. the frozen LAM labels every transition of the expert episodes with a latent action
+   (deterministic: eval mode, the same clip windows every time; ``out/latent_labels.npz``);
+3. a policy learns observation (the last frames) -> the expert's latent action;
+4. the latent -> real action map is fitted on ``--labels K`` transitions whose true action is
+   known (majority vote per latent action, as Genie): the only real labels used.
+
+``--target real`` trains the *oracle* instead: the same network and budget, on the K
+transitions with their real actions (behaviour cloning), no LAM. ``benchmarks/latent_bc.py``
+compares the two over K.
+
+Output folder: ``config.json`` + ``model.safetensors`` (``LatentActionPolicy.from_pretrained``
+loads it; the map is in the config), ``latent_policy.json`` (what was fitted and how well),
+``latent_labels.npz``, the training loop's checkpoints / ``metrics.jsonl`` / TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.data import Dataset
+
+from playworld.data.format import VideoDataset, load_dataset
+from playworld.errors import PlayworldError
+from playworld.eval.metrics import fit_latent_action_map, latent_map_accuracy, normalized_mutual_info
+from playworld.policy.experts import policy_episodes
+from playworld.policy.latent_policy import LatentPolicyConfig, LatentPolicyNet, check_codebook
+from playworld.train.loop import TrainConfig, Trainer
+from playworld.utils import atomic_write_json, get_logger, seed_everything
+
+log = get_logger("policy.train_latent")
+
+MIN_TRANSITIONS = 64  # fewer expert transitions than this cannot train (or even validate) a policy
+TrainSettings = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transitions: (episode, t) pairs of the video the policy imitates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Transitions:
+    """Every transition t -> t+1 of some episodes: ``episode (N,)``, ``t (N,)``, ``real (N,)`` or None."""
+
+    dataset: VideoDataset
+    episode: np.ndarray
+    t: np.ndarray
+    real: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def subset(self, idx: np.ndarray) -> Transitions:
+        return Transitions(self.dataset, self.episode[idx], self.t[idx], None if self.real is None else self.real[idx])
+
+
+def transitions_of(ds: VideoDataset, episodes: list[int]) -> Transitions:
+    """The transitions of ``episodes`` (an episode of T frames has T-1; its last action leads nowhere)."""
+    eps, ts = [], []
+    for e in episodes:
+        n = int(ds.episode_lengths[e]) - 1
+        eps.append(np.full(max(n, 0), e, np.int64))
+        ts.append(np.arange(max(n, 0), dtype=np.int64))
+    ep, t = (np.concatenate(eps), np.concatenate(ts)) if eps else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    real = None
+    if ds.has_actions and ds.actions is not None and ds.actions.ndim == 1:
+        real = np.asarray(ds.actions)[ds.episode_starts[ep] + t].astype(np.int64)
+    return Transitions(ds, ep, t, real)
+
+
+def imitation_split(data: Path | VideoDataset, imitate: Literal["expert", "all"] = "expert",
+                    seed: int = 0) -> tuple[Transitions, Transitions]:
+    """(train, val) transitions of the episodes to imitate; val = those in the dataset's val split.
+
+    Raises a clear error when there are fewer than :data:`MIN_TRANSITIONS` training transitions.
+    """
+    ds = load_dataset(data)
+    eps = policy_episodes(ds, "expert" if imitate == "expert" else None)
+    if not eps:
+        raise PlayworldError(
+            f"{ds.root} has no episodes recorded by an expert (episode info 'policy'); pass --imitate all to "
+            "imitate every episode, or record expert video (`playworld record atari --policy expert`)."
+        )
+    val_eps = set(ds.split_episodes("val", seed=seed))
+    train_eps = [e for e in eps if e not in val_eps]
+    val = [e for e in eps if e in val_eps] if len(train_eps) < len(eps) else []
+    train = transitions_of(ds, train_eps or eps)
+    if len(train) < MIN_TRANSITIONS:
+        raise PlayworldError(
+            f"{ds.root} has {len(train)} transitions in the episodes to imitate; a latent policy needs at least "
+            f"{MIN_TRANSITIONS}. Record or ingest more video (a few thousand frames is a useful minimum)."
+        )
+    return train, transitions_of(ds, val)
+
+
+def select_labelled(n: int, k: int | str, seed: int = 0, where: str = "the data") -> np.ndarray:
+    """Indices of the ``k`` transitions whose true action is used (``"all"``: every one)."""
+    if k == "all":
+        return np.arange(n)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise PlayworldError(f"--labels must be a positive number of labelled transitions or 'all', got {k!r}.")
+    if k > n:
+        raise PlayworldError(
+            f"--labels {k} asks for more labelled transitions than {where} has ({n}); pass --labels {n} "
+            "(or --labels all), or record more labelled expert video."
+        )
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(k), replace=False))
+
+
+class TransitionDataset(Dataset):
+    """Item ``i``: ``{"frames": uint8 (num_frames, H, W, 3) ending at frame t, "target": int64}``.
+
+    Frames before an episode's start repeat its first frame (as the runtime policy does).
+    """
+
+    def __init__(self, tr: Transitions, targets: np.ndarray, num_frames: int):
+        if len(targets) != len(tr):
+            raise ValueError(f"{len(targets)} targets for {len(tr)} transitions")
+        self.tr, self.targets, self.num_frames = tr, np.asarray(targets, np.int64), num_frames
+
+    def __len__(self) -> int:
+        return len(self.tr)
+
+    def __getitem__(self, i: int) -> dict:
+        e, t = int(self.tr.episode[i]), int(self.tr.t[i])
+        idx = np.clip(np.arange(t - self.num_frames + 1, t + 1), 0, None)
+        frames = np.array(self.tr.dataset.episode_frames(e)[idx])  # (F, H, W, 3), copied out of the memmap
+        return {"frames": torch.from_numpy(frames), "target": torch.tensor(self.targets[i])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent labels from a frozen LAM
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def label_transitions(lam, tr: Transitions, clip_len: int = 6, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+    """The LAM's latent action of every transition of ``tr``: int64 ``(N,)``, deterministic.
+
+    Each episode is cut into windows of ``clip_len`` frames that overlap by one frame, so every
+    transition is labelled once, seeing the same amount of past as in the LAM's training clips
+    (its encoder is causal). The LAM runs in eval mode (running statistics), so a transition's
+    label never depends on what else is in the batch.
+    """
+    from playworld.world.world import frames_to_video
+
+    if clip_len < 2:
+        raise PlayworldError(f"clip_len must be >= 2 (an action needs two frames), got {clip_len}.")
+    lam = lam.eval()
+    ds = tr.dataset
+    windows: dict[int, list[tuple[int, int]]] = {}  # window length -> [(episode, start)]
+    for e in np.unique(tr.episode):
+        n = int(ds.episode_lengths[e])
+        for s in range(0, n - 1, clip_len - 1):
+            windows.setdefault(min(clip_len, n - s), []).append((int(e), s))
+    latent: dict[tuple[int, int], int] = {}
+    for length, items in windows.items():
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            frames = np.stack([ds.episode_frames(e)[s : s + length] for e, s in chunk])  # (B, L, H, W, 3)
+            codes = lam.infer_actions(frames_to_video(frames, device)).cpu().numpy()  # (B, L-1)
+            for (e, s), row in zip(chunk, codes, strict=True):
+                for j, z in enumerate(row):
+                    latent[(e, s + j)] = int(z)
+    return np.array([latent[(int(e), int(t))] for e, t in zip(tr.episode, tr.t, strict=True)], dtype=np.int64)
+
+
+@torch.no_grad()
+def recalibrate_latent_norm(lam, data: Path | VideoDataset, clip_len: int = 6, max_clips: int = 512,
+                            batch_size: int = 32, device: str = "cpu") -> None:
+    """Set the LAM's latent standardisation to the exact statistics of its final encoder on ``data``.
+
+    The LAM standardises its latents with batch statistics in training and running averages at
+    eval. On a short CPU run the latents' spread is tiny (std ~0.01) and the running mean lags
+    the moving encoder by several standard deviations, so in eval mode every transition falls
+    into one code (measured on Pong: 1 of 8 codes in eval, 8 in training). Recomputing the
+    statistics once with the final weights (as BatchNorm recalibration does) fixes the labels;
+    ``max_clips`` clips evenly spread over all episodes, so the result is deterministic.
+    """
+    from playworld.data.clips import ClipDataset
+    from playworld.world.world import frames_to_video
+
+    if not lam.config.latent_norm:
+        return
+    lam = lam.eval()
+    clips = ClipDataset(data, clip_len, split="all")
+    idx = np.linspace(0, len(clips) - 1, num=min(max_clips, len(clips))).round().astype(int)
+    lam.config.latent_norm = False  # raw latents
+    try:
+        zs = []
+        for b in range(0, len(idx), batch_size):
+            frames = torch.stack([clips[int(i)]["frames"] for i in idx[b : b + batch_size]])
+            zs.append(lam.encode_latents(frames_to_video(frames, device)).reshape(-1, lam.config.code_dim).float())
+    finally:
+        lam.config.latent_norm = True
+    z = torch.cat(zs)  # (N, code_dim)
+    lam.latent_norm.running_mean.copy_(z.mean(0))
+    lam.latent_norm.running_var.copy_(z.var(0, unbiased=True))
+
+
+def fit_action_map(latent: np.ndarray, real: np.ndarray, num_latent: int, num_actions: int) -> np.ndarray:
+    """Genie's latent -> real map: each latent action's most frequent true action (see metrics)."""
+    return fit_latent_action_map(latent, real, num_latent, num_actions)
+
+
+def load_lam(path: Path, frame_size: tuple[int, int], device: str = "cpu"):
+    from playworld.world.latent_actions import LatentActionModel
+
+    lam = LatentActionModel.from_pretrained(path, map_location=device).eval().requires_grad_(False)
+    if tuple(lam.config.image_size) != tuple(frame_size):
+        raise PlayworldError(
+            f"the latent action model in {path} reads {tuple(lam.config.image_size)} frames but the data has "
+            f"{tuple(frame_size)}; use a LAM trained on video of the same frame size."
+        )
+    return lam
+
+
+# ---------------------------------------------------------------------------------------------
+# Training a policy
+# ---------------------------------------------------------------------------------------------
+
+
+def train_policy(
+    config: LatentPolicyConfig,
+    train: Transitions,
+    train_targets: np.ndarray,
+    out: Path,
+    train_cfg: TrainConfig,
+    val: Transitions | None = None,
+    val_targets: np.ndarray | None = None,
+    resume: bool = False,
+) -> LatentPolicyNet:
+    """Behaviour cloning through the one training loop: ``config.target`` ids from the last frames."""
+    seed_everything(train_cfg.seed)
+    model = LatentPolicyNet(config)
+    train_set = TransitionDataset(train, train_targets, config.num_frames)
+    val_set = None
+    if val is not None and val_targets is not None and len(val) >= train_cfg.batch_size:
+        val_set = TransitionDataset(val, val_targets, config.num_frames)
+    trainer = Trainer(model, train_cfg, out, train_set, batch_fn=lambda b: (b["frames"], b["target"]),
+                      val_data=val_set, name=f"{config.target}-policy")
+    trainer.fit(resume=resume)
+    return LatentPolicyNet.from_pretrained(out)
+
+
+def _default_train() -> TrainConfig:
+    # CPU-sized: ~2-4 minutes for the small net on 64x64 frames (benchmarks/latent_bc.py).
+    return TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=1e-4, precision="fp32",
+                       eval_every=500, sample_every=0, ckpt_every=1000, num_workers=0)
+
+
+@dataclass
+class TrainLatentPolicy:
+    """Learn to act from action-free video: LAM labels -> latent policy -> latent->real map on K labels."""
+
+    data: Path
+    """Dataset of expert video (e.g. `playworld record atari --policy expert`, or `playworld ingest`); true actions are read only for the K labelled transitions."""
+    out: Path
+    """Output folder: the policy (config.json + model.safetensors), latent_policy.json, latent_labels.npz, logs."""
+    lam: Path | None = None
+    """Trained latent action model folder (`playworld train lam`); default: train one on --data into OUT/lam."""
+    labels: int | Literal["all"] = 200
+    """K: transitions whose true action is known (Genie: 200), to fit the latent -> real map (or, with --target real, to clone)."""
+    labelled_data: Path | None = None
+    """Dataset the K labelled transitions come from (same frame size, with true actions); default: --data itself."""
+    target: Literal["latent", "real"] = "latent"
+    """latent: Genie's latent-action policy; real: the oracle, behaviour cloning on the K real labels (same net, same budget)."""
+    imitate: Literal["expert", "all"] = "expert"
+    """Episodes to imitate: those an expert recorded (the LAM still learns from all), or every episode."""
+    preset: Literal["tiny", "small"] = "small"
+    """Policy network size."""
+    num_frames: int = 2
+    """Frames the policy sees (the last N)."""
+    num_latent: int | None = None
+    """Latent actions |A|: must equal the LAM's codebook (default: the LAM's; 8 when training one)."""
+    lam_preset: Literal["tiny", "small", "base"] = "tiny"
+    """Size of the LAM trained when --lam is not given."""
+    lam_steps: int = 2000
+    """Optimiser steps of that LAM."""
+    lam_clip_len: int = 6
+    """Frames per LAM training clip; labelling uses windows of the same length."""
+    label_seed: int = 0
+    """Seed of which K transitions are labelled."""
+    train: TrainSettings = field(default_factory=_default_train)
+    """Optimisation settings of the policy."""
+    resume: bool = False
+    """Continue an interrupted policy training in --out."""
+
+    def run(self) -> Path:
+        train, val = imitation_split(self.data, self.imitate)
+        ds = train.dataset
+        source = train if self.labelled_data is None else labelled_source(self.labelled_data, ds.frame_size)
+        if source.real is None:
+            raise PlayworldError(
+                f"{source.dataset.root} has no discrete true actions, so nothing can be labelled; the K labelled "
+                "transitions need them: pass --labelled-data with a small dataset recorded with actions."
+            )
+        labelled = select_labelled(len(source), self.labels, self.label_seed, f"the labelled episodes of {source.dataset.root}")
+        lab = source.subset(labelled)
+        names = source.dataset.action_names or ds.action_names
+        num_actions = len(names) if names else int(lab.real.max()) + 1
+        game = (ds.meta.get("extra", {}).get("games") or [None])[0]
+        base = dict(image_size=ds.frame_size, num_frames=self.num_frames, num_actions=num_actions,
+                    action_names=names, game=game)
+        summary: dict = {"data": str(self.data), "labels": len(lab), "label_seed": self.label_seed,
+                         "target": self.target, "train_transitions": len(train), "val_transitions": len(val)}
+        if self.target == "real":
+            cfg = LatentPolicyConfig.preset(self.preset, target="real", num_latent=self.num_latent or 8, **base)
+            val_real = val.real if val.real is not None and len(val) else None
+            train_policy(cfg, lab, lab.real, self.out, self.train, val, val_real, resume=self.resume)
+        else:
+            lam = self._lam(ds)
+            num_latent = lam.num_actions
+            if self.num_latent is not None:
+                check_codebook(num_latent, self.num_latent, f"--num-latent {self.num_latent}")
+            log.info("labelling %d transitions with the latent action model", len(train) + len(val))
+            latent = label_transitions(lam, train, self.lam_clip_len)
+            val_latent = label_transitions(lam, val, self.lam_clip_len) if len(val) else np.zeros(0, np.int64)
+            lab_latent = latent[labelled] if source is train else label_transitions(lam, lab, self.lam_clip_len)
+            self.out.mkdir(parents=True, exist_ok=True)
+            np.savez(self.out / "latent_labels.npz", episode=train.episode, t=train.t, latent=latent,
+                     real=train.real if train.real is not None else np.zeros(0, np.int64))
+            amap = fit_action_map(lab_latent, lab.real, num_latent, num_actions)
+            summary.update(map_diagnostics(amap, lab_latent, lab.real, num_latent=num_latent))
+            if train.real is not None:  # how well the map reads all of the video's true actions
+                summary["map_accuracy_train"] = round(latent_map_accuracy(amap, latent, train.real), 4)
+                summary["nmi_latent_real"] = round(normalized_mutual_info(latent, train.real), 4)
+            if val.real is not None and len(val):
+                summary["map_accuracy_val"] = round(latent_map_accuracy(amap, val_latent, val.real), 4)
+            summary["lam"] = str(self.lam or self.out / "lam")
+            cfg = LatentPolicyConfig.preset(self.preset, target="latent", num_latent=num_latent,
+                                            action_map=amap.tolist(), **base)
+            train_policy(cfg, train, latent, self.out, self.train, val, val_latent, resume=self.resume)
+        atomic_write_json(self.out / "latent_policy.json", summary)
+        log.info("latent policy written to %s: %s", self.out, {k: v for k, v in summary.items() if k != "data"})
+        print(f"policy in {self.out}; evaluate it: playworld eval latent-policy --policy {self.out}")
+        return self.out
+
+    def _lam(self, ds: VideoDataset):
+        if self.lam is not None:
+            return load_lam(self.lam, ds.frame_size)
+        lam_out = self.out / "lam"
+        if not (lam_out / "model.safetensors").exists():
+            log.info("training a latent action model on %s (no actions) -> %s", self.data, lam_out)
+            train_lam(self.data, lam_out, self.lam_preset, steps=self.lam_steps, clip_len=self.lam_clip_len,
+                      num_actions=self.num_latent or 8, seed=self.train.seed, device=self.train.device,
+                      progress=self.train.progress)
+        return load_lam(lam_out, ds.frame_size)
+
+
+def train_lam(data: Path, out: Path, preset: str = "tiny", steps: int = 2000, clip_len: int = 6, num_actions: int = 8,
+              batch_size: int = 8, lr: float = 6e-4, seed: int = 0, device: str = "auto", progress: bool = True,
+              **overrides) -> Path:
+    """Train a latent action model on every episode of ``data`` (actions unused) with the one loop.
+
+    ``overrides`` change fields of the preset (e.g. ``dim=64, enc_depth=2`` for a CPU-sized LAM).
+    An interrupted run in ``out`` resumes.
+    """
+    from playworld.data.clips import ClipDataset
+    from playworld.train.commands import _frames_to_video
+    from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
+
+    seed_everything(seed)
+    clips = ClipDataset(data, clip_len, split="all")
+    model = LatentActionModel(LatentActionConfig.preset(preset, image_size=clips.dataset.frame_size,
+                                                        num_actions=num_actions, **overrides))
+    log.info("latent action model: %.2fM parameters", model.num_parameters() / 1e6)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(200, steps // 10), seed=seed,
+                      precision="fp32", eval_every=0, sample_every=0, ckpt_every=max(1, steps // 4), num_workers=0,
+                      progress=progress, device=device)
+    Trainer(model, cfg, out, clips, batch_fn=lambda b: (_frames_to_video(b),), name="lam").fit(
+        resume=(out / "checkpoints").exists())
+    return out
+
+
+def map_diagnostics(amap: np.ndarray, latent: np.ndarray, real: np.ndarray, num_latent: int = 8) -> dict:
+    """How well latent actions stand for real ones on labelled transitions: NMI, map accuracy, codes used."""
+    return {
+        "action_map": [int(a) for a in amap],
+        "nmi_latent_real": round(normalized_mutual_info(latent, real), 4),
+        "map_accuracy_labelled": round(latent_map_accuracy(amap, latent, real), 4),
+        "latent_codes_used": int(len(np.unique(latent))),
+        "latent_histogram": np.bincount(latent, minlength=num_latent).tolist(),
+    }
+
+
+def labelled_source(path: Path, frame_size: tuple[int, int]) -> Transitions:
+    """All transitions of a small labelled dataset (expert episodes if tagged), checked against the video."""
+    ds = load_dataset(path)
+    if tuple(ds.frame_size) != tuple(frame_size):
+        raise PlayworldError(
+            f"the labelled data {path} has {tuple(ds.frame_size)} frames but the video has {tuple(frame_size)}; "
+            "record both at the same size."
+        )
+    return transitions_of(ds, policy_episodes(ds, "expert"))
