@@ -37,7 +37,7 @@ from playworld.world.tokenizer import VideoTokenizer, VideoTokenizerConfig
 
 FRAME = (64, 64)
 CLIP_LEN = {"tokenizer": 4, "lam": 4, "dynamics": 8}  # frames per training clip
-CPU_BATCH = {"tiny": 8, "small": 4, "base": 2}
+CPU_BATCH = {"tiny": 4, "small": 2, "base": 1}
 GPU_BATCH = {"tiny": 64, "small": 32, "base": 16}
 
 
@@ -149,7 +149,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch", type=int, default=None, help="clips per step (default: per preset and device)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (fewer when a step is slow)")
-    p.add_argument("--max-step-s", type=float, default=60.0, help="skip a preset whose warm-up step is slower")
+    p.add_argument("--max-step-s", type=float, default=120.0, help="skip a preset whose warm-up step is slower")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny presets, 2 timed steps")
     a = p.parse_args()

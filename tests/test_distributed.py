@@ -312,3 +312,31 @@ def test_batch_size_must_divide_over_ranks(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(PlayworldError, match="divisible"):
         regressor_trainer(tmp_path)  # batch 8 over 3 processes
+
+
+@pytest.mark.slow
+def test_every_train_command_runs_under_torchrun(sprites, tmp_path):
+    """`playworld train tokenizer|lam|dynamics|world` under torchrun (2 processes, gloo); the
+    dynamics with --strategy fsdp. A few steps each: it runs, writes one model, and loads."""
+    from playworld.world.dynamics import DynamicsModel
+    from playworld.world.world import World
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    common = ["--data", str(sprites), "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "2",
+              "--eval-batches", "1", "--sample-every", "3", "--num-workers", "0", "--no-progress"]
+
+    def train(*args: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "playworld.cli", "train", *args]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-5000:]
+
+    train("tokenizer", "--out", str(tmp_path / "tok"), "--steps", "3", *common)
+    train("lam", "--out", str(tmp_path / "lam"), "--steps", "3", "--clip-len", "3", *common)
+    train("dynamics", "--out", str(tmp_path / "dyn"), "--steps", "3", "--clip-len", "3", "--strategy", "fsdp",
+          "--tokenizer", str(tmp_path / "tok"), "--lam", str(tmp_path / "lam"), *common)
+    DynamicsModel.from_pretrained(tmp_path / "dyn")
+    assert list((tmp_path / "dyn" / "samples").iterdir())  # FSDP: every rank sampled, rank 0 wrote
+    train("world", "--data", str(sprites), "--out", str(tmp_path / "world"), "--tokenizer-steps", "2",
+          "--lam-steps", "2", "--dynamics-steps", "2", "--batch-size", "4")
+    World.from_pretrained(tmp_path / "world")

@@ -207,6 +207,17 @@ def test_half_replaced_checkpoint_is_restored_and_partial_metrics_line_dropped(f
     assert_same_weights(finished, ref)
 
 
+def test_resume_with_other_model_settings_is_a_clear_error(finished):
+    from test_train_loop import Toy, ToyConfig
+
+    from playworld.errors import PlayworldError
+
+    cfg = TrainConfig(steps=25, batch_size=4, num_workers=0, progress=False, eval_every=0)
+    t = Trainer(Toy(ToyConfig(dim=8)), cfg, finished, Vectors(), batch_fn=lambda b: (b["x"],))
+    with pytest.raises(PlayworldError, match="other settings.*dim"):
+        t.fit(resume=True)
+
+
 @pytest.mark.slow
 def test_kill_9_ddp_run_then_resume_gives_the_same_curve(tmp_path):
     """2 processes (gloo): one SIGKILLs itself mid-run, torchrun tears the job down; a resumed

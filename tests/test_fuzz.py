@@ -39,7 +39,7 @@ from playworld.errors import PlayworldError
 SCALE = int(os.environ.get("PLAYWORLD_FUZZ_SCALE", "1"))
 
 
-def fuzz(examples: int, deadline_ms: int | None = 5000):
+def fuzz(examples: int, deadline_ms: int | None = 30_000):  # generous: CI machines are shared
     return settings(
         max_examples=examples * SCALE,
         deadline=deadline_ms,
@@ -276,8 +276,8 @@ def _check_config(cls, model_cls, overrides: dict) -> None:
     if model_cls is not None:
         # Accepted means usable: the model builds (on the meta device: shapes only, no memory).
         # (Huge but valid sizes, e.g. depth 2**40, would only take forever to build.)
-        ints = [v for v in dataclasses.astuple(cfg) if isinstance(v, int)]
-        if max(ints, default=0) <= 4096 and math.prod(getattr(cfg, "image_size", (1, 1))) <= 2**16:
+        numbers = [v for v in dataclasses.astuple(cfg) if isinstance(v, (int, float))]
+        if max(numbers, default=0) <= 4096 and math.prod(getattr(cfg, "image_size", (1, 1))) <= 2**16:
             with torch.device("meta"):
                 model_cls(cfg)
     else:

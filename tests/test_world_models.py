@@ -134,7 +134,7 @@ def test_tokenizer_spatial_only_tokens_depend_on_their_frame_only():
 
 def test_tokenizer_overfits_a_batch():
     tok, (video, _) = tokenizer(), squares(B=2, T=4)
-    losses = train(tok, (video,), steps=250)
+    losses = train(tok, (video,), steps=250, lr=1e-3)
     assert first_vs_last(losses) > 5, losses[::25]
     _, logs = tok.training_step(video)
     assert logs["psnr"] > 22 and logs["codebook_usage"] > 4
@@ -278,7 +278,7 @@ def test_generate_next_equals_state_step():
 @pytest.mark.parametrize("conditioning", ["additive", "token"])
 def test_dynamics_overfits_a_batch(conditioning):
     model, batch = dynamics(action_conditioning=conditioning), random_tokens(B=2, T=4)
-    losses = train(model, batch, steps=200)
+    losses = train(model, batch, steps=120)
     assert first_vs_last(losses) > 5, losses[::20]
 
 

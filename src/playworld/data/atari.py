@@ -122,8 +122,13 @@ def record_atari(
     games = [games] if isinstance(games, str) else list(games)
     if not games:
         raise PlayworldError("no game given; pass at least one, e.g. --game Pitfall.")
+    if policy == "expert":  # scripted RAM experts (+ some random play), recorded by their own recorder
+        from playworld.policy.experts import record_atari_expert
+
+        return record_atari_expert(games, frames, size, seed, out, frame_skip=frame_skip,
+                                   max_episode_frames=max_episode_frames, overwrite=overwrite, progress=progress)
     if policy != "random":
-        raise PlayworldError(f"unknown policy '{policy}'; the Atari recorder supports: random.")
+        raise PlayworldError(f"unknown policy '{policy}'; the Atari recorder supports: random, expert.")
     if frames < 1 or size < 8 or frame_skip < 1 or envs < 1 or mean_repeat < 1 or max_episode_frames < 2:
         raise PlayworldError(
             "need frames >= 1, size >= 8, frame_skip >= 1, envs >= 1, mean_repeat >= 1 and "
@@ -314,8 +319,8 @@ class RecordAtari:
     """Total frames to record over all games."""
     size: int = 64
     """Frames are stored as RGB size x size (resized in C++ by ale-py)."""
-    policy: Literal["random"] = "random"
-    """Who plays: `random` holds a uniformly random action for a random number of steps (mean --mean-repeat)."""
+    policy: Literal["random", "expert"] = "random"
+    """Who plays: `random` holds a uniformly random action for a random number of steps (mean --mean-repeat); `expert` is a scripted player reading the RAM (Pong only; 25% of the frames random play, frames cropped to the playfield; see playworld.policy.experts)."""
     seed: int = 0
     """Seed of the policy and the emulators; the same seed records the same dataset."""
     frame_skip: int = 4

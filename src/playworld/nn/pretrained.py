@@ -148,7 +148,7 @@ def _conform(value: Any, t: Any) -> tuple[bool, Any]:
         items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
         if len(items) != len(value):
             return False, value
-        done = [_conform(v, a) for v, a in zip(value, items)]
+        done = [_conform(v, a) for v, a in zip(value, items, strict=True)]
         return all(ok for ok, _ in done), tuple(v for _, v in done)
     if origin is dict or t is dict:
         return isinstance(value, dict), value

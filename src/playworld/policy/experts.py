@@ -15,10 +15,12 @@ over ~6 frames and coasts ~20 pixels after release, so the expert aims the *pred
 of the paddle (position + ``velocity_gain`` x velocity) at the point where the ball will cross
 the paddle's column (bounces off the walls included), with a dead zone against dithering.
 
-Measured (``python -m playworld.policy.experts Pong``, frame_skip 4, no-op starts): the expert
-wins 21-0 in every game (return +21.0 over 5 games, ~2100 steps each); the random policy
-gets -20.4 (5 games). With ``explore`` (random held actions while the ball moves away, so the
-video visits varied states) it still wins, by less.
+Measured (``python -m playworld.policy.experts Pong 5 5000``, frame skip 4, no-op starts, on
+this repo's CPU box): the expert scores +20.8 over 5 games (21-0 four times, 21-1 once; a game
+takes ~2100 steps); the random policy -21.0. Without the aim jitter (``aim=0``) some no-op
+starts lock the deterministic game into an endless rally. Perturbations hurt this expert a lot:
+with ``explore=0.1`` (single random actions while the ball moves away) it scores only +0 to +12
+in 2600 steps, so expert video is recorded without exploration by default.
 
 Frames: the emulator's RGB screen, max-pooled over the last two emulator frames of each step
 (Atari sprites flicker), cropped to the playfield (the score bar is dropped: it is not
@@ -445,12 +447,12 @@ def policy_episodes(data, policy: str | None = "expert") -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m playworld.policy.experts [GAME] [EPISODES]``: the expert's and the random policy's score."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    game, episodes = (args + ["Pong"])[0], int((args + ["Pong", "5"])[1])
+    """``python -m playworld.policy.experts [GAME] [EPISODES] [MAX_STEPS]``: expert and random scores."""
+    args = list(sys.argv[1:] if argv is None else argv) + ["Pong", "5", "5000"][len(sys.argv[1:] if argv is None else argv):]
+    game, episodes, max_steps = args[0], int(args[1]), int(args[2])
     for who in ("expert", "random"):
-        rets = score_agents(game, who, episodes)  # type: ignore[arg-type]
-        print(f"{game} {who}: mean return {np.mean(rets):+.1f} over {episodes} episodes {rets}")
+        rets = score_agents(game, who, episodes, max_steps=max_steps)  # type: ignore[arg-type]
+        print(f"{game} {who}: mean return {np.mean(rets):+.1f} over {episodes} episodes (<= {max_steps} steps) {rets}")
 
 
 if __name__ == "__main__":

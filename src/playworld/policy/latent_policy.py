@@ -12,8 +12,8 @@ One network serves both sides of that comparison, so they differ only in their l
   (latent -> real id, majority vote on the labelled subset, as Genie);
 - ``target="real"``: logits over the ``num_actions`` real actions (oracle behaviour cloning).
 
-The network is the Atari-DQN convolution stack (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1),
-narrower, over the last ``num_frames`` frames (greyscale by default), stacked as channels: two
+The network is the Atari-DQN convolution stack (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1; the
+last one padded so 32x32 frames work), narrower, over the last ``num_frames`` frames (greyscale by default), stacked as channels: two
 frames show what moves and which way.
 
 Usage::
@@ -61,7 +61,7 @@ class LatentPolicyConfig(ModelConfig):
     grayscale: bool = True
     """Read frames as greyscale (one channel each) instead of RGB."""
     channels: tuple[int, int, int] = (32, 64, 64)
-    """Widths of the three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1)."""
+    """Widths of the three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1 padded)."""
     hidden: int = 256
     """Width of the fully connected layer before the logits."""
     target: Literal["latent", "real"] = "latent"
@@ -80,9 +80,9 @@ class LatentPolicyConfig(ModelConfig):
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)  # type: ignore[assignment]
         self.channels = tuple(int(x) for x in self.channels)  # type: ignore[assignment]
-        if len(self.image_size) != 2 or min(self.image_size) < 36:
+        if len(self.image_size) != 2 or min(self.image_size) < 24:
             raise PlayworldError(
-                f"image_size must be (height, width) >= 36 pixels for the three convolutions, got {self.image_size}."
+                f"image_size must be (height, width) >= 24 pixels for the three convolutions, got {self.image_size}."
             )
         if len(self.channels) != 3 or min(self.channels) < 1 or self.hidden < 1:
             raise PlayworldError(f"channels must be three widths >= 1 and hidden >= 1, got {self.channels}, {self.hidden}.")
@@ -141,7 +141,7 @@ class LatentPolicyNet(PretrainedModel):
         self.convs = nn.Sequential(
             nn.Conv2d(config.in_channels, c0, 8, stride=4), nn.ReLU(),
             nn.Conv2d(c0, c1, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, stride=1, padding=1), nn.ReLU(),
             nn.Flatten(),
         )
         with torch.no_grad():

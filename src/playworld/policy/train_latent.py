@@ -5,7 +5,8 @@ The pipeline, top to bottom (arXiv 2402.15391, Sec. 3.3; ``docs/bridge.md``):
 1. a latent action model (LAM) - given with ``--lam``, or trained here on all of ``--data``
    without its actions (``out/lam``);
 2. the frozen LAM labels every transition of the expert episodes with a latent action
-   (deterministic: eval mode, the same clip windows every time; ``out/latent_labels.npz``);
+   (deterministic: eval mode with its latent statistics recomputed once on the data, see
+   :func:`recalibrate_latent_norm`, the same clip windows every time; ``out/latent_labels.npz``);
 3. a policy learns observation (the last frames) -> the expert's latent action;
 4. the latent -> real action map is fitted on ``--labels K`` transitions whose true action is
    known (majority vote per latent action, as Genie): the only real labels used.
@@ -325,6 +326,7 @@ class TrainLatentPolicy:
             if self.num_latent is not None:
                 check_codebook(num_latent, self.num_latent, f"--num-latent {self.num_latent}")
             log.info("labelling %d transitions with the latent action model", len(train) + len(val))
+            recalibrate_latent_norm(lam, self.data, self.lam_clip_len)
             latent = label_transitions(lam, train, self.lam_clip_len)
             val_latent = label_transitions(lam, val, self.lam_clip_len) if len(val) else np.zeros(0, np.int64)
             lab_latent = latent[labelled] if source is train else label_transitions(lam, lab, self.lam_clip_len)

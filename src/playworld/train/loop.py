@@ -71,6 +71,8 @@ from playworld.utils import atomic_dir, atomic_write_bytes, atomic_write_json, g
 log = get_logger("train")
 
 METRICS_FILE = "metrics.jsonl"
+# Temporary files of atomic_write_json / atomic_write_bytes for the files the loop writes.
+_ATOMIC_FILE_TMP = re.compile(r"^\.(metrics\.jsonl|train_config\.json|train_summary\.json)\..+")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -390,7 +392,8 @@ def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
 def clean_stale_temporaries(out: Path) -> list[Path]:
     """Remove what an interrupted (``kill -9``) run left behind in ``out``: temporary checkpoint
     and model folders (``.*.tmp-*``), half-replaced ones (``.*.old-*``; restored if the final
-    folder is missing and the old one is intact) and ``.final-model``. Returns what was removed."""
+    folder is missing and the old one is intact), ``.final-model`` and the loop's own temporary
+    files (``.metrics.jsonl.*``, ...). Returns what was removed."""
     removed = []
     for folder in (Path(out), Path(out) / "checkpoints"):
         if not folder.is_dir():
@@ -407,7 +410,7 @@ def clean_stale_temporaries(out: Path) -> list[Path]:
                         continue
                     except (ValueError, OSError):
                         pass
-            if ".tmp-" in p.name or ".old-" in p.name or p.name == ".final-model":
+            if ".tmp-" in p.name or ".old-" in p.name or p.name == ".final-model" or _ATOMIC_FILE_TMP.match(p.name):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
@@ -733,6 +736,16 @@ class Trainer:
             raise PlayworldError(
                 f"{ckpt} was written by {state['world_size']} processes, this run has {self.world}; "
                 "resume with the same number of processes."
+            )
+        saved = json.loads((ckpt / "model" / CONFIG_NAME).read_text())
+        own = json.loads(json.dumps(self.model.config.to_dict()))  # tuples as lists, like the file
+        # Fields only one side has (added or removed by another playworld version) are not compared.
+        diff = sorted(k for k in saved.keys() & own.keys() if saved[k] != own[k])
+        if diff:
+            raise PlayworldError(
+                f"{ckpt} holds a model with other settings ({', '.join(diff)} differ: "
+                f"{ {k: saved.get(k) for k in diff} } vs now { {k: own.get(k) for k in diff} }); "
+                "resume with the same model settings, or train into another --out."
             )
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
         opt_sd = _flat_to_optimizer({k: v for k, v in tensors.items() if k.startswith("state.")}, state["optimizer"])

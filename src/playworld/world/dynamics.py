@@ -5,7 +5,9 @@ the tokens of the next frame. Training masks a per-sample fraction U[0.5, 1] of 
 frames 1..T-1 (frame 0 stays clean context) and takes cross-entropy on the masked tokens only.
 Inference is MaskGIT iterative decoding (Genie: 25 steps, temperature 2, random sampling) with a
 16-frame memory; the ST transformer's KV cache means past frames are computed once, not once per
-MaskGIT step.
+MaskGIT step. As in Genie, training masks the context frames too (only frame 0 is clean), while
+play conditions on clean past frames; and play keeps a sliding window whose oldest frame carries
+its real action, where training's frame 0 carries "no action".
 
 Conventions: tokens ``(B, T, h, w)`` int64 from the :class:`VideoTokenizer`; actions
 ``(B, T-1)`` int64 from the :class:`LatentActionModel`, where ``a_t`` leads from frame t to
@@ -19,8 +21,15 @@ Interactive play::
     state = dynamics.start(prompt_tokens)   # (B, 1, h, w)
     next_tokens = state.step(action)        # (B, h, w); repeat with new actions
 
+Speed (tiny, CPU, one core, per generated frame incl. the tokenizer's cached decode; a step
+is ``steps`` MaskGIT forwards of the new frame + one to append it to the cache):
+    16x16 tokens (tokenizer patch 4):  4 steps ~90 ms (11 frames/s), 25 steps ~370 ms
+    8x8 tokens (tokenizer patch 8):    4 steps ~28 ms (35 frames/s), 25 steps ~130 ms
+The cost is linear in tokens per frame x steps x depth x width^2: 20+ frames/s on a CPU needs
+the 8x8 grid or few steps; a GPU needs neither.
+
 Presets (parameters; 16x16 tokens, 1024 codes):
-    tiny   1.35M  4 x 128 (CPU play at interactive speed)
+    tiny   1.35M  4 x 128 (CPU play, see Speed)
     small  35M    8 x 512
     base   156M   12 x 896 (Genie's dynamics: 48 x 5120, 10.1B)
 """

@@ -1,0 +1,284 @@
+"""Learning to act from action-free video: latent-action BC vs oracle BC over K labels (Genie, Sec. 3.3).
+
+    python benchmarks/latent_bc.py --out runs/latent-bc                     # record, train, sweep
+    python benchmarks/latent_bc.py --data data/pong-expert --lam runs/lam   # reuse data and a LAM
+    python benchmarks/latent_bc.py --quick --out /tmp/latent-bc-quick       # minutes: a smoke run
+
+For each seed: one latent-action policy is trained on every expert transition, labelled by the
+frozen LAM (no real action); then for each K the latent -> real map is fitted on K randomly
+chosen labelled transitions and the policy plays the real game. The oracle is the same network
+with the same budget trained by behaviour cloning on the same K transitions with their real
+actions (K = all: every expert transition). Score = mean return in the real game over
+``--episodes`` episodes (truncated at ``--max-steps``), averaged over seeds with a 95% t-interval;
+the scripted expert and the random policy are played on the same starts. Genie's target: with
+K = 200 the latent policy matches the oracle trained on all labels.
+
+Writes ``<out>/latent_bc.json``, ``<out>/latent_bc.md`` (the table) and ``<out>/latent_bc.png``
+(score vs K). Everything is cached in ``<out>``, so an interrupted sweep continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LAM_CPU = dict(patch_size=16, dim=64, head_dim=32, enc_depth=2, dec_depth=2)  # ~0.3M parameters: CPU minutes
+
+
+def parse_ks(values: list[str]) -> list[int | str]:
+    return [v if v == "all" else int(v) for v in values]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="expert dataset (default: record <out>/data)")
+    ap.add_argument("--game", default="Pong")
+    ap.add_argument("--frames", type=int, default=32000, help="frames to record (25%% of them random play)")
+    ap.add_argument("--lam", type=Path, default=None, help="trained LAM folder (default: train <out>/lam)")
+    ap.add_argument("--lam-steps", type=int, default=1200)
+    ap.add_argument("--lam-clip-len", type=int, default=5)
+    ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--policy-preset", default="small")
+    ap.add_argument("--policy-steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--episodes", type=int, default=4, help="evaluation episodes per policy")
+    ap.add_argument("--max-steps", type=int, default=2500, help="agent steps per evaluation episode")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    ap.add_argument("--out", type=Path, default=Path("runs/latent-bc"))
+    ap.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the result")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.frames, args.lam_steps, args.policy_steps, args.episodes, args.max_steps = 3000, 60, 60, 2, 300
+        args.seeds, args.ks = args.seeds[:1], ["10", "50", "all"]
+    torch.set_num_threads(args.threads)
+    return run(args)
+
+
+def run(args) -> dict:
+    from playworld.eval.latent_policy_eval import evaluate_agents, evaluate_policy, mean_ci95, normalized
+    from playworld.eval.metrics import latent_map_accuracy, normalized_mutual_info
+    from playworld.eval.vla_eval import machine_info
+    from playworld.policy.experts import record_atari_expert
+    from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
+    from playworld.policy.train_latent import (
+        fit_action_map,
+        imitation_split,
+        label_transitions,
+        load_lam,
+        recalibrate_latent_norm,
+        select_labelled,
+        train_lam,
+        train_policy,
+    )
+    from playworld.train.loop import TrainConfig
+    from playworld.utils import atomic_write_json
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ks = parse_ks(args.ks)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def timed(name: str, t0: float) -> None:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 1)
+
+    # 1. expert video (+ random play, for the LAM)
+    data = args.data or out / "data"
+    t0 = time.perf_counter()
+    if not data.exists():
+        record_atari_expert(args.game, args.frames, size=64, seed=0, out=data, progress=False)
+    timed("record_s", t0)
+
+    # 2. the latent action model, trained on all the video without actions
+    t0 = time.perf_counter()
+    lam_dir = args.lam or out / "lam"
+    if args.lam is None and not (lam_dir / "model.safetensors").exists():
+        train_lam(data, lam_dir, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, batch_size=16, lr=1e-3,
+                  progress=False, **LAM_CPU)
+    timed("lam_train_s", t0)
+
+    # 3. label every expert transition with the frozen LAM (cached)
+    t0 = time.perf_counter()
+    train, val = imitation_split(data)
+    ds = train.dataset
+    lam = load_lam(lam_dir, ds.frame_size)
+    cache = out / "latent_labels.npz"
+    if cache.exists():
+        latent = np.load(cache)["latent"]
+    else:
+        recalibrate_latent_norm(lam, data, args.lam_clip_len)
+        latent = label_transitions(lam, train, args.lam_clip_len)
+        np.savez(cache, latent=latent, real=train.real)
+    timed("label_s", t0)
+    num_latent, num_actions = lam.num_actions, len(ds.action_names)
+    full_map = fit_action_map(latent, train.real, num_latent, num_actions)
+    lam_quality = {
+        "nmi_latent_real": round(normalized_mutual_info(latent, train.real), 4),
+        "map_accuracy_all_labels": round(latent_map_accuracy(full_map, latent, train.real), 4),
+        "majority_action_share": round(float(np.bincount(train.real).max() / len(train.real)), 4),
+        "latent_histogram": np.bincount(latent, minlength=num_latent).tolist(),
+    }
+    print("latent labels:", lam_quality, flush=True)
+
+    def tcfg(seed: int) -> TrainConfig:
+        return TrainConfig(steps=args.policy_steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=100,
+                           weight_decay=1e-4, precision="fp32", eval_every=0, sample_every=0,
+                           ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
+
+    base = dict(image_size=ds.frame_size, num_actions=num_actions, num_latent=num_latent,
+                action_names=ds.action_names, game=args.game)
+
+    def trained(folder: Path, cfg: LatentPolicyConfig, tr, targets, seed: int) -> LatentPolicyNet:
+        if (folder / "model.safetensors").exists() and (folder / "train_summary.json").exists():
+            return LatentPolicyNet.from_pretrained(folder)
+        t0 = time.perf_counter()
+        model = train_policy(cfg, tr, targets, folder, tcfg(seed), resume=(folder / "checkpoints").exists())
+        timed("policy_train_s", t0)
+        return model
+
+    scores_path = out / "scores.json"
+    scores: dict[str, dict] = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+
+    def score(key: str, make_policy) -> dict:
+        if key not in scores:
+            t0 = time.perf_counter()
+            scores[key] = evaluate_policy(make_policy(), args.game, args.episodes, seed=1000,
+                                          max_steps=args.max_steps)
+            timed("eval_s", t0)
+            atomic_write_json(scores_path, scores)
+            print(key, scores[key]["mean_return"], flush=True)
+        return scores[key]
+
+    # 4. baselines on the same starts
+    for who in ("expert", "random"):
+        if who not in scores:
+            t0 = time.perf_counter()
+            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps)
+            timed("eval_s", t0)
+            atomic_write_json(scores_path, scores)
+
+    # 5. the sweep
+    map_acc: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        latent_cfg = LatentPolicyConfig.preset(args.policy_preset, target="latent", **base)
+        latent_net = trained(out / f"seed{seed}" / "latent", latent_cfg, train, latent, seed)
+        for k in ks:
+            labelled = select_labelled(len(train), k, seed, f"the expert transitions of {data}")
+            amap = fit_action_map(latent[labelled], train.real[labelled], num_latent, num_actions)
+            map_acc.setdefault(str(k), []).append(latent_map_accuracy(amap, latent, train.real))
+            score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
+            oracle_cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", **base)
+            sub = train.subset(labelled)
+            oracle = trained(out / f"seed{seed}" / f"oracle-K{k}", oracle_cfg, sub, sub.real, seed)
+            score(f"oracle/K={k}/seed={seed}", lambda oracle=oracle: LatentActionPolicy(oracle))
+
+    # 6. the table
+    rnd, exp = scores["random"]["mean_return"], scores["expert"]["mean_return"]
+    rows = []
+    for k in ks:
+        row: dict = {"K": k}
+        for method in ("latent", "oracle"):
+            per_seed = [scores[f"{method}/K={k}/seed={s}"]["mean_return"] for s in args.seeds]
+            m, lo, hi = mean_ci95(per_seed)
+            row[method] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)], "per_seed": per_seed}
+        row["map_accuracy"] = round(float(np.mean(map_acc[str(k)])), 4)
+        rows.append(row)
+    oracle_all = next(r["oracle"]["mean"] for r in rows if r["K"] == "all") if "all" in ks else exp
+    for r in rows:
+        for method in ("latent", "oracle"):
+            r[method]["normalized_vs_oracle_all"] = round(normalized(r[method]["mean"], rnd, oracle_all), 3)
+    result = {
+        "game": args.game, "data": str(data), "train_transitions": len(train), "lam": str(lam_dir),
+        "lam_quality": lam_quality, "seeds": args.seeds, "episodes": args.episodes, "max_steps": args.max_steps,
+        "policy_steps": args.policy_steps, "policy_preset": args.policy_preset,
+        "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
+        "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
+        "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
+    }
+    atomic_write_json(out / "latent_bc.json", result)
+    (out / "latent_bc.md").write_text(markdown_table(result))
+    plot(result, out / "latent_bc.png")
+    print(markdown_table(result))
+    return result
+
+
+def markdown_table(r: dict) -> str:
+    lines = [
+        f"# Latent-action BC vs oracle BC on {r['game']} ({len(r['seeds'])} seeds x {r['episodes']} episodes, "
+        f"<= {r['max_steps']} steps)",
+        "",
+        f"Expert {r['expert']['mean_return']:+.1f}, random {r['random']['mean_return']:+.1f}; "
+        f"{r['train_transitions']} expert transitions; LAM: NMI(latent, real) {r['lam_quality']['nmi_latent_real']}, "
+        f"map accuracy with all labels {r['lam_quality']['map_accuracy_all_labels']} "
+        f"(majority action {r['lam_quality']['majority_action_share']}).",
+        "",
+        "| K labels | latent policy: return [95% CI] | normalised | map accuracy | oracle BC: return [95% CI] | normalised |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        la, orc = row["latent"], row["oracle"]
+        lines.append(
+            f"| {row['K']} | {la['mean']:+.1f} [{la['ci95'][0]:+.1f}, {la['ci95'][1]:+.1f}] | "
+            f"{la['normalized_vs_oracle_all']:.2f} | {row['map_accuracy']:.3f} | "
+            f"{orc['mean']:+.1f} [{orc['ci95'][0]:+.1f}, {orc['ci95'][1]:+.1f}] | {orc['normalized_vs_oracle_all']:.2f} |"
+        )
+    lines += ["", "normalised = (return - random) / (oracle with all labels - random).", ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: Path, width: int = 640, height: int = 420) -> None:
+    """Score vs K (log axis) for both methods, with CI bars, expert and random as lines (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, width - 20, 30, height - 50
+    n_all = r["train_transitions"]
+    xs = [n_all if row["K"] == "all" else int(row["K"]) for row in r["rows"]]
+    lo_x, hi_x = np.log10(max(1, min(xs))), np.log10(max(xs) + 1)
+    vals = [r["expert"]["mean_return"], r["random"]["mean_return"]]
+    for row in r["rows"]:
+        for m in ("latent", "oracle"):
+            vals += row[m]["ci95"]
+    lo_y, hi_y = min(vals) - 1, max(vals) + 1
+
+    def px(k: float) -> float:
+        return left + (np.log10(k) - lo_x) / max(hi_x - lo_x, 1e-9) * (right - left)
+
+    def py(v: float) -> float:
+        return bottom - (v - lo_y) / (hi_y - lo_y) * (bottom - top)
+
+    d.rectangle([left, top, right, bottom], outline="black")
+    for v in np.linspace(lo_y, hi_y, 6):
+        d.line([left - 4, py(v), left, py(v)], fill="black")
+        d.text((5, py(v) - 6), f"{v:+.0f}", fill="black")
+    for row, k in zip(r["rows"], xs, strict=True):
+        d.text((px(k) - 12, bottom + 6), str(row["K"]), fill="black")
+    for name, colour in (("expert", (0, 140, 0)), ("random", (150, 150, 150))):
+        y = py(r[name]["mean_return"])
+        d.line([left, y, right, y], fill=colour, width=1)
+        d.text((right - 60, y - 14), name, fill=colour)
+    for m, colour in (("latent", (200, 40, 40)), ("oracle", (40, 80, 200))):
+        pts = [(px(k), py(row[m]["mean"])) for row, k in zip(r["rows"], xs, strict=True)]
+        d.line(pts, fill=colour, width=2)
+        for (x, y), row in zip(pts, r["rows"], strict=True):
+            lo, hi = row[m]["ci95"]
+            d.line([x, py(lo), x, py(hi)], fill=colour, width=1)
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    d.text((left + 8, top + 6), "latent-action policy", fill=(200, 40, 40))
+    d.text((left + 8, top + 20), "oracle BC (real labels)", fill=(40, 80, 200))
+    d.text((width // 2 - 90, height - 22), "K labelled transitions (log scale)", fill="black")
+    d.text((left, 8), f"{r['game']}: mean return vs K", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+if __name__ == "__main__":
+    main()

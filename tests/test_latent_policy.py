@@ -1,0 +1,230 @@
+"""Learning to act from action-free video: experts, latent labels, the latent -> real map, the policy, the sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from playworld.data.synthetic import SPRITE_ACTIONS, make_sprites_dataset
+from playworld.errors import PlayworldError
+from playworld.policy.latent_policy import (
+    LatentActionPolicy,
+    LatentPolicyConfig,
+    LatentPolicyNet,
+    check_codebook,
+)
+from playworld.policy.train_latent import (
+    MIN_TRANSITIONS,
+    TrainLatentPolicy,
+    fit_action_map,
+    imitation_split,
+    label_transitions,
+    recalibrate_latent_norm,
+    select_labelled,
+    transitions_of,
+)
+from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
+
+ROOT = Path(__file__).resolve().parents[1]
+LAM = dict(image_size=(32, 32), patch_size=8, dim=32, enc_depth=1, dec_depth=1, head_dim=16, num_actions=8, code_dim=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models run fastest on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sprites(tmp_path_factory) -> Path:
+    return make_sprites_dataset(tmp_path_factory.mktemp("data") / "sprites", episodes=6, length=30, size=32)
+
+
+# -- the latent -> real map -------------------------------------------------------------------------
+
+
+def test_action_map_recovers_a_permutation_from_few_labels(sprites):
+    """Latent codes that are a relabelling of the true actions (plus 10% noise): K=50 labels recover it."""
+    tr = transitions_of(imitation_split(sprites, "all")[0].dataset, list(range(6)))
+    rng = np.random.default_rng(0)
+    perm = np.array([6, 2, 7, 0, 4])  # true action a -> latent code perm[a]; codes 1, 3, 5 unused
+    latent = perm[tr.real]
+    noisy = rng.random(len(latent)) < 0.1
+    latent[noisy] = rng.integers(0, 8, noisy.sum())
+    labelled = select_labelled(len(tr), 50, seed=0)
+    amap = fit_action_map(latent[labelled], tr.real[labelled], num_latent=8, num_actions=len(SPRITE_ACTIONS))
+    assert amap.shape == (8,)
+    for a, z in enumerate(perm):
+        assert amap[z] == a, f"latent {z} should map to {SPRITE_ACTIONS[a]}"
+
+
+def test_select_labelled_is_seeded_and_refuses_too_many():
+    a, b = select_labelled(500, 200, seed=3), select_labelled(500, 200, seed=3)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 200
+    assert len(select_labelled(500, "all")) == 500
+    with pytest.raises(PlayworldError, match="--labels 501 asks for more labelled transitions than .* has \\(500\\)"):
+        select_labelled(500, 501)
+
+
+# -- latent labels ----------------------------------------------------------------------------------
+
+
+def test_latent_labelling_is_deterministic(sprites):
+    torch.manual_seed(0)
+    lam = LatentActionModel(LatentActionConfig(**LAM))
+    recalibrate_latent_norm(lam, sprites, clip_len=5, max_clips=32)
+    tr = imitation_split(sprites, "all")[0]
+    a = label_transitions(lam, tr, clip_len=5, batch_size=16)
+    b = label_transitions(lam, tr, clip_len=5, batch_size=16)
+    assert a.shape == (len(tr),) and a.dtype == np.int64
+    assert np.array_equal(a, b)
+    assert len(np.unique(a)) > 1  # recalibrated statistics spread the transitions over codes
+    # The label of a transition does not depend on what else is in the batch (eval-mode statistics).
+    c = label_transitions(lam, tr, clip_len=5, batch_size=3)
+    assert (a == c).mean() > 0.99
+
+
+# -- the policy -------------------------------------------------------------------------------------
+
+
+def test_policy_round_trip_and_closed_loop_select_action(tmp_path):
+    cfg = LatentPolicyConfig.preset("tiny", image_size=(32, 32), num_latent=4, num_actions=3, action_map=[2, 0, 1, 1])
+    net = LatentPolicyNet(cfg)
+    net.save_pretrained(tmp_path / "p")
+    policy = LatentActionPolicy.from_pretrained(tmp_path / "p")
+    assert policy.config.action_map == [2, 0, 1, 1]
+    frames = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = net.act(torch.from_numpy(np.stack([frames[0], frames[1]]))[None])  # history: frame 0, frame 1
+    policy.reset()
+    first = policy.select_action(frames[0])
+    assert isinstance(first, int) and 0 <= first < 3
+    assert policy.select_action(frames[1]) == int(want[0])
+    batch = policy.select_action(np.random.default_rng(1).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8))
+    assert batch.shape == (3,)  # another batch size and frame size: the history restarts, frames are resized
+    # Another map (fitted on another K) overrides the config's.
+    assert LatentActionPolicy(net, action_map=[1, 1, 1, 1]).select_action(frames[0]) == 1
+
+
+def test_policy_learns_the_latent_action_of_a_transition(sprites):
+    """BC sanity: the net predicts which way the sprite moved (target = true action as stand-in labels)."""
+    from playworld.policy.train_latent import TransitionDataset
+
+    torch.manual_seed(0)
+    tr = imitation_split(sprites, "all")[0]
+    ds = TransitionDataset(tr.subset(np.arange(len(tr))), tr.real, num_frames=2)
+    net = LatentPolicyNet(LatentPolicyConfig.preset("tiny", image_size=(32, 32), target="real", num_actions=5))
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    losses = []
+    for step in range(60):
+        idx = np.random.default_rng(step).choice(len(ds), 32)
+        items = [ds[int(i)] for i in idx]
+        # obs = frames (t-1, t); target = action t-1 -> t is visible, so shift targets back by one
+        frames = torch.stack([it["frames"] for it in items])
+        target = torch.as_tensor([tr.real[max(int(i) - 1, 0)] for i in idx])
+        loss, _ = net.training_step(frames, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.1
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+
+def test_codebook_mismatch_is_refused():
+    check_codebook(8, 8)
+    with pytest.raises(PlayworldError, match="codebook of 6 latent actions but the policy predicts 8"):
+        check_codebook(6, 8)
+    with pytest.raises(PlayworldError, match="one per latent action"):
+        LatentPolicyConfig(num_latent=4, num_actions=3, action_map=[0, 1, 2])
+
+
+def test_command_refuses_too_many_labels_a_mismatched_lam_and_too_little_video(sprites, tmp_path):
+    lam_dir = tmp_path / "lam"
+    LatentActionModel(LatentActionConfig(**{**LAM, "num_actions": 6})).save_pretrained(lam_dir)
+    n = len(imitation_split(sprites, "all")[0])
+    with pytest.raises(PlayworldError, match=f"--labels 100000 asks for more .* \\({n}\\)"):
+        TrainLatentPolicy(sprites, tmp_path / "a", lam=lam_dir, labels=100000, imitate="all").run()
+    with pytest.raises(PlayworldError, match="codebook of 6 latent actions but --num-latent 8"):
+        TrainLatentPolicy(sprites, tmp_path / "b", lam=lam_dir, labels=10, num_latent=8, imitate="all").run()
+    small = make_sprites_dataset(tmp_path / "small", episodes=3, length=10, size=32)
+    with pytest.raises(PlayworldError, match=f"needs at least {MIN_TRANSITIONS}"):
+        TrainLatentPolicy(small, tmp_path / "c", lam=lam_dir, labels=10, imitate="all").run()
+
+
+# -- the Atari expert -------------------------------------------------------------------------------
+
+
+def test_pong_ram_addresses_match_the_screen():
+    from playworld.policy.experts import AtariRamEnv
+
+    env = AtariRamEnv("Pong", size=64)
+    env.reset(0)
+    checked = 0
+    for t in range(120):
+        env.step(3 if (t // 15) % 2 else 2)  # down, then up, ...
+        screen, ram = env.ale.getScreenRGB(), env.ram
+        green = np.nonzero(np.all(screen[34:194, 140:144] == [92, 186, 92], axis=-1).any(1))[0] + 34
+        # The screen is drawn during the frame, the RAM read after it: a moving object may be a
+        # few rows off.
+        if 0 < len(green) == 16:  # the paddle fully on screen: rows ram[51]-14 .. ram[51]+1
+            assert abs(green.min() - (int(ram[51]) - 14)) <= 3
+            checked += 1
+        ball = np.nonzero(np.all(screen[34:194] == [236, 236, 236], axis=-1).any(1))[0] + 34
+        if len(ball) and ram[54] > 0:  # ball rows ram[54]-14 .. ram[54]-11
+            assert abs(ball.min() - (int(ram[54]) - 14)) <= 3
+    assert checked > 10
+
+
+def test_pong_expert_beats_random_play():
+    from playworld.eval.latent_policy_eval import evaluate_agents
+
+    expert = evaluate_agents("Pong", "expert", episodes=2, seed=0, max_steps=500)
+    random = evaluate_agents("Pong", "random", episodes=2, seed=0, max_steps=500)
+    assert expert["mean_return"] >= 2 and random["mean_return"] <= -3
+
+
+# -- end to end -------------------------------------------------------------------------------------
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("latent_bc", ROOT / "benchmarks" / "latent_bc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tiny_pipeline_end_to_end_produces_the_table(tmp_path):
+    """Record a few hundred Pong frames, train a LAM, the latent policy and the oracles, play, tabulate."""
+    out = tmp_path / "bc"
+    res = _benchmark().main([
+        "--out", str(out), "--frames", "400", "--lam-steps", "4", "--lam-clip-len", "4", "--policy-steps", "3",
+        "--policy-preset", "tiny", "--batch-size", "8", "--episodes", "1", "--max-steps", "20",
+        "--ks", "10", "all", "--seeds", "0",
+    ])
+    assert [r["K"] for r in res["rows"]] == [10, "all"]
+    table = (out / "latent_bc.md").read_text()
+    assert "| 10 |" in table and "| all |" in table
+    assert (out / "latent_bc.png").stat().st_size > 1000
+    assert json.loads((out / "latent_bc.json").read_text())["rows"][0]["latent"]["per_seed"]
+    # The same data and LAM through the command line: train the latent policy, then evaluate it.
+    from playworld.cli import main
+
+    assert main(["train", "latent-policy", "--data", str(out / "data"), "--lam", str(out / "lam"), "--labels", "20",
+                 "--lam-clip-len", "4", "--preset", "tiny", "--out", str(tmp_path / "policy"), "--steps", "2",
+                 "--batch-size", "8", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "policy" / "latent_policy.json").read_text())
+    assert summary["labels"] == 20 and len(summary["action_map"]) == 8
+    assert main(["eval", "latent-policy", "--policy", str(tmp_path / "policy"), "--episodes", "1", "--max-steps", "10",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["policy_score"]["steps"] == [10]
