@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lam-clip-len", type=int, default=5)
     ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--policy-preset", default="small")
+    ap.add_argument("--policy-preset", default="tiny")
     ap.add_argument("--policy-steps", type=int, default=1500)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--episodes", type=int, default=4, help="evaluation episodes per policy")
     ap.add_argument("--max-steps", type=int, default=2500, help="agent steps per evaluation episode")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
@@ -128,7 +128,7 @@ def run(args) -> dict:
     print("latent labels:", lam_quality, flush=True)
 
     def tcfg(seed: int) -> TrainConfig:
-        return TrainConfig(steps=args.policy_steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=100,
+        return TrainConfig(steps=args.policy_steps, batch_size=args.batch_size, lr=3e-3, warmup_steps=100,
                            weight_decay=1e-4, precision="fp32", eval_every=0, sample_every=0,
                            ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
 

@@ -19,8 +19,9 @@ so data loading is not measured (see ``benchmarks/data_throughput.py`` for that)
   the measured bf16 matmul peak; on a CPU it says how far the step is from the best the CPU
   does on one big matmul.
 
-A preset whose first (warm-up) step takes longer than ``--max-step-s`` is skipped (reported as
-such): the base presets are GPU-sized.
+A preset whose step would take longer than ``--max-step-s`` (estimated from ``6 * params *
+tokens`` at 10% of the measured matmul rate, then measured on the warm-up step) is skipped and
+reported as such: the base presets are GPU-sized.
 """
 
 from __future__ import annotations
@@ -114,11 +115,15 @@ def bench(model_name: str, preset: str, precision: str, device: torch.device, ba
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     args = inputs(model_name, batch, device)
+    row = {"model": model_name, "preset": preset, "precision": precision, "params_m": params / 1e6, "batch": batch}
+    # Skip before spending minutes: 6 * params * tokens at an optimistic 10% of the matmul peak.
+    estimate = 6 * params * batch * tokens_per_clip / (0.1 * peaks[precision])
+    if estimate > max_step_s:
+        return {**row, "skipped": f"~{estimate:.0f} s/step estimated > --max-step-s {max_step_s:.0f}"}
     t = time.perf_counter()
     train_step(model, opt, args, precision, device)  # warm-up: allocations, VQ data init, kernels
     sync(device)
     first = time.perf_counter() - t
-    row = {"model": model_name, "preset": preset, "precision": precision, "params_m": params / 1e6, "batch": batch}
     if first > max_step_s:
         return {**row, "skipped": f"warm-up step took {first:.0f} s > --max-step-s {max_step_s:.0f}"}
     flops = count_flops(model, opt, args, precision, device)

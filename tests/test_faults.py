@@ -196,12 +196,13 @@ def test_half_replaced_checkpoint_is_restored_and_partial_metrics_line_dropped(f
     os.replace(newest, newest.with_name(f".{newest.name}.old-4242"))
     (finished / ".final-model").mkdir()
     (finished / "checkpoints" / ".step-00000025.tmp-xyz").mkdir()
+    (finished / ".train_summary.json.k3j2h1").write_text("{")  # an atomic_write_json cut short
     lines = (finished / METRICS_FILE).read_text().splitlines()
     (finished / METRICS_FILE).write_text("\n".join(lines) + '\n{"step": 21, "loss": 0.12')  # cut by a kill
     t = toy_trainer(finished, steps=25)
     t.fit(resume=True)
     assert not [p for p in (finished / "checkpoints").iterdir() if p.name.startswith(".")]
-    assert not (finished / ".final-model").exists()
+    assert not (finished / ".final-model").exists() and not (finished / ".train_summary.json.k3j2h1").exists()
     assert [json.loads(x)["step"] for x in (finished / METRICS_FILE).read_text().splitlines()] == list(range(1, 26))
     assert curve(finished) == curve(ref)  # resumed from the restored step 20, exactly
     assert_same_weights(finished, ref)

@@ -12,9 +12,14 @@ One network serves both sides of that comparison, so they differ only in their l
   (latent -> real id, majority vote on the labelled subset, as Genie);
 - ``target="real"``: logits over the ``num_actions`` real actions (oracle behaviour cloning).
 
-The network is the Atari-DQN convolution stack (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1; the
-last one padded so 32x32 frames work), narrower, over the last ``num_frames`` frames (greyscale by default), stacked as channels: two
-frames show what moves and which way.
+The network reads the last ``num_frames`` frames (greyscale by default) stacked as channels
+(two frames show what moves and which way), two convolutions at half resolution, then a
+*spatial softmax* (Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies"): each
+of ``keypoints`` feature maps becomes the expected (x, y) of its activation, and an MLP maps
+those coordinates to logits. Atari decisions hinge on where small objects are (ball above or
+below the paddle); measured on Pong expert video (1500 steps, batch 32, the same budget), the
+Atari-DQN stack (8x8/4, 4x4/2, 3x3/1 + MLP) stayed at the majority-class accuracy (41%) while
+this network reached 88% held-out accuracy.
 
 Usage::
 
@@ -50,8 +55,8 @@ class LatentPolicyConfig(ModelConfig):
 
     model_type: ClassVar[str] = "latent_action_policy"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(channels=(16, 32, 32), hidden=128),
-        "small": dict(channels=(32, 64, 64), hidden=256),
+        "tiny": dict(channels=(16, 32), keypoints=16, hidden=128),
+        "small": dict(channels=(32, 64), keypoints=32, hidden=256),
     }
 
     image_size: tuple[int, int] = (64, 64)
@@ -60,10 +65,12 @@ class LatentPolicyConfig(ModelConfig):
     """Observation = the last N frames, stacked as channels (the first frame is repeated at reset)."""
     grayscale: bool = True
     """Read frames as greyscale (one channel each) instead of RGB."""
-    channels: tuple[int, int, int] = (32, 64, 64)
-    """Widths of the three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1 padded)."""
+    channels: tuple[int, int] = (32, 64)
+    """Widths of the two convolutions (5x5 stride 2, then 3x3)."""
+    keypoints: int = 32
+    """Feature maps turned into (x, y) keypoints by the spatial softmax."""
     hidden: int = 256
-    """Width of the fully connected layer before the logits."""
+    """Width of the MLP on the keypoints."""
     target: Literal["latent", "real"] = "latent"
     """What the logits are over: the LAM's latent actions (Genie) or the real actions (oracle BC)."""
     num_latent: int = 8
@@ -80,12 +87,13 @@ class LatentPolicyConfig(ModelConfig):
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)  # type: ignore[assignment]
         self.channels = tuple(int(x) for x in self.channels)  # type: ignore[assignment]
-        if len(self.image_size) != 2 or min(self.image_size) < 24:
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise PlayworldError(f"image_size must be (height, width) >= 8 pixels, got {self.image_size}.")
+        if len(self.channels) != 2 or min(self.channels) < 1 or self.hidden < 1 or self.keypoints < 1:
             raise PlayworldError(
-                f"image_size must be (height, width) >= 24 pixels for the three convolutions, got {self.image_size}."
+                f"channels must be two widths >= 1, keypoints and hidden >= 1; got {self.channels}, "
+                f"{self.keypoints}, {self.hidden}."
             )
-        if len(self.channels) != 3 or min(self.channels) < 1 or self.hidden < 1:
-            raise PlayworldError(f"channels must be three widths >= 1 and hidden >= 1, got {self.channels}, {self.hidden}.")
         if self.num_frames < 1:
             raise PlayworldError(f"num_frames must be >= 1, got {self.num_frames}.")
         if self.target not in ("latent", "real"):
@@ -137,16 +145,17 @@ class LatentPolicyNet(PretrainedModel):
 
     def __init__(self, config: LatentPolicyConfig):
         super().__init__(config)
-        c0, c1, c2 = config.channels
+        c0, c1 = config.channels
         self.convs = nn.Sequential(
-            nn.Conv2d(config.in_channels, c0, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(c0, c1, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=1, padding=1), nn.ReLU(),
-            nn.Flatten(),
+            nn.Conv2d(config.in_channels, c0, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(c0, c1, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c1, config.keypoints, 1),
         )
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, config.in_channels, *config.image_size)).shape[1]
-        self.head = nn.Sequential(nn.Linear(flat, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.num_outputs))
+        h, w = (config.image_size[0] + 1) // 2, (config.image_size[1] + 1) // 2
+        self.register_buffer("grid_y", torch.linspace(-1, 1, h), persistent=False)
+        self.register_buffer("grid_x", torch.linspace(-1, 1, w), persistent=False)
+        self.head = nn.Sequential(nn.Linear(2 * config.keypoints, config.hidden), nn.ReLU(),
+                                  nn.Linear(config.hidden, config.num_outputs))
         # The map lives in the config (JSON, readable); this buffer is its tensor for act().
         amap = config.action_map if config.action_map is not None else [0] * config.num_latent
         self.register_buffer("action_map", torch.tensor(amap, dtype=torch.long), persistent=False)
@@ -169,8 +178,18 @@ class LatentPolicyNet(PretrainedModel):
             )
         return rearrange(x, "b f h w c -> b (f c) h w")
 
+    def keypoints(self, frames: Tensor) -> Tensor:
+        """Spatial softmax: ``(B, K, 2)`` expected (y, x) in [-1, 1] of each feature map."""
+        logits = self.convs(self.preprocess(frames)).float()  # (B, K, h, w)
+        h, w = logits.shape[-2:]
+        p = rearrange(logits, "b k h w -> b k (h w)").softmax(-1)
+        p = rearrange(p, "b k (h w) -> b k h w", h=h, w=w)
+        y = (p.sum(-1) * self.grid_y).sum(-1)  # (B, K)
+        x = (p.sum(-2) * self.grid_x).sum(-1)  # (B, K)
+        return torch.stack([y, x], dim=-1)
+
     def forward(self, frames: Tensor) -> Tensor:
-        return self.head(self.convs(self.preprocess(frames)))  # (B, num_outputs)
+        return self.head(rearrange(self.keypoints(frames), "b k c -> b (k c)"))  # (B, num_outputs)
 
     def training_step(self, frames: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the expert's (latent or real) action given the last frames."""

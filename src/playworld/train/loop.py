@@ -520,7 +520,7 @@ class Trainer:
         mesh = init_device_mesh(self.device.type, (self.world,))
         blocks = [b for m in self.model.modules() if isinstance(m, nn.ModuleList) for b in m
                   if any(True for _ in b.parameters())]
-        for block in blocks:
+        for block in reversed(blocks):  # inner blocks before the blocks holding them, as FSDP2 wants
             fully_shard(block, mesh=mesh)
         self._replicated = [p for p in self.model.parameters() if p.requires_grad and not _is_dtensor(p)]
         if not blocks:
