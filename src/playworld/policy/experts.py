@@ -357,6 +357,7 @@ def record_atari_expert(
     *,
     frame_skip: int = 4,
     random_fraction: float = 0.25,
+    random_repeat: float = 4.0,
     explore: float = 0.0,
     max_episode_frames: int = 1000,
     overwrite: bool = False,
@@ -365,8 +366,9 @@ def record_atari_expert(
     """Record ``frames`` frames of scripted-expert play (plus random play) into the dataset ``out``.
 
     A ``random_fraction`` of the frames comes from the sticky random policy, in episodes of
-    their own (``info["policy"] == "random"``): the latent action model learns from all the
-    video, the policy imitates the ``"expert"`` episodes only. Expert episodes explore with
+    their own (``info["policy"] == "random"``; each random action held for a geometric number
+    of steps, mean ``random_repeat``): the latent action model learns from all the video, the
+    policy imitates the ``"expert"`` episodes only. Expert episodes explore with
     probability ``explore`` while the ball moves away (see :class:`PongExpert`). True actions
     (ids into the game's minimal action set, named in ``meta.json``) are stored for evaluation
     and for the small labelled subset. Games are cut into episodes of <= ``max_episode_frames``.
@@ -386,6 +388,7 @@ def record_atari_expert(
     action_names = list(names.pop())
     extra = {
         "recorder": "atari-expert", "games": keys, "policy": "expert", "random_fraction": random_fraction,
+        "random_repeat": random_repeat,
         "explore": explore, "seed": seed, "frame_skip": frame_skip, "size": size, "crop": {k: GAMES[k].crop for k in keys},
         "max_episode_frames": max_episode_frames,
     }
@@ -400,18 +403,18 @@ def record_atari_expert(
             for who, quota in (("expert", per_game - n_random), ("random", n_random)):
                 if quota > 0:
                     _record_policy(writer, game, who, quota, seed + 10_000 * k + (5000 if who == "random" else 0),
-                                   size, frame_skip, explore, max_episode_frames, bar)
+                                   size, frame_skip, explore, random_repeat, max_episode_frames, bar)
     bar.close()
     return Path(out)
 
 
 def _record_policy(writer: DatasetWriter, game: str, who: str, quota: int, seed: int, size: int,
-                   frame_skip: int, explore: float, max_episode_frames: int, bar) -> None:
+                   frame_skip: int, explore: float, random_repeat: float, max_episode_frames: int, bar) -> None:
     env = AtariRamEnv(game, size=size, frame_skip=frame_skip)
     stored, run = 0, 0
     while stored < quota:
         agent = (make_expert(game, explore=explore, seed=seed + run) if who == "expert"
-                 else RandomAgent(env.num_actions, seed=seed + run))
+                 else RandomAgent(env.num_actions, mean_repeat=random_repeat, seed=seed + run))
         frame, done = env.reset(seed + run), False
         buf: dict[str, list] = {"frames": [], "actions": [], "rewards": []}
         while not done and stored + len(buf["frames"]) < quota:

@@ -9,7 +9,9 @@ The pipeline, top to bottom (arXiv 2402.15391, Sec. 3.3; ``docs/bridge.md``):
    :func:`recalibrate_latent_norm`, the same clip windows every time; ``out/latent_labels.npz``);
 3. a policy learns observation (the last frames) -> the expert's latent action;
 4. the latent -> real action map is fitted on ``--labels K`` transitions whose true action is
-   known (majority vote per latent action, as Genie): the only real labels used.
+   known (majority vote per latent action, as Genie): the only real labels used. They also
+   pick the step the latent action is read at (``--latent-delay``): the decision at t may only
+   show in transition t+1 (Pong's paddle, with its input lag and momentum).
 
 ``--target real`` trains the *oracle* instead: the same network and budget, on the K
 transitions with their real actions (behaviour cloning), no LAM. ``benchmarks/latent_bc.py``
@@ -210,6 +212,37 @@ def recalibrate_latent_norm(lam, data: Path | VideoDataset, clip_len: int = 6, m
     lam.latent_norm.running_var.copy_(z.var(0, unbiased=True))
 
 
+def delayed_latents(tr: Transitions, latent: np.ndarray, delay: int,
+                    among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, latent of transition idx + delay)`` for the transitions ``idx`` (of ``among``, default
+    all) that have a transition ``delay`` steps later in the same episode."""
+    idx = np.arange(len(tr)) if among is None else np.asarray(among, dtype=np.int64)
+    if delay == 0:
+        return idx, latent[idx]
+    later = idx + delay
+    ok = later < len(tr)
+    ok[ok] = (tr.episode[later[ok]] == tr.episode[idx[ok]]) & (tr.t[later[ok]] == tr.t[idx[ok]] + delay)
+    return idx[ok], latent[later[ok]]
+
+
+def choose_latent_delay(tr: Transitions, latent: np.ndarray, labelled: np.ndarray, num_latent: int,
+                        num_actions: int, delays: tuple[int, ...] = (0, 1, 2)) -> int:
+    """The delay whose latent -> real map fits the labelled transitions best (ties: the shorter).
+
+    An action may show in the video only some steps later (momentum, input lag); the labelled
+    set, which exists to ground latent actions in real ones, also says which step to read.
+    """
+    best, best_acc = 0, -1.0
+    for d in delays:
+        idx, z = delayed_latents(tr, latent, d, labelled)
+        if len(idx) == 0:
+            continue
+        acc = latent_map_accuracy(fit_action_map(z, tr.real[idx], num_latent, num_actions), z, tr.real[idx])
+        if acc > best_acc + 1e-9:
+            best, best_acc = d, acc
+    return best
+
+
 def fit_action_map(latent: np.ndarray, real: np.ndarray, num_latent: int, num_actions: int) -> np.ndarray:
     """Genie's latent -> real map: each latent action's most frequent true action (see metrics)."""
     return fit_latent_action_map(latent, real, num_latent, num_actions)
@@ -293,6 +326,8 @@ class TrainLatentPolicy:
     """Frames per LAM training clip; labelling uses windows of the same length."""
     label_seed: int = 0
     """Seed of which K transitions are labelled."""
+    latent_delay: int | Literal["auto"] = "auto"
+    """The decision at step t shows in the latent action of transition t+d (Pong's paddle answers an action a step later); auto: the d in 0..2 that the K labels fit best."""
     train: TrainSettings = field(default_factory=_default_train)
     """Optimisation settings of the policy."""
     resume: bool = False
@@ -329,21 +364,30 @@ class TrainLatentPolicy:
             recalibrate_latent_norm(lam, self.data, self.lam_clip_len)
             latent = label_transitions(lam, train, self.lam_clip_len)
             val_latent = label_transitions(lam, val, self.lam_clip_len) if len(val) else np.zeros(0, np.int64)
-            lab_latent = latent[labelled] if source is train else label_transitions(lam, lab, self.lam_clip_len)
+            src_latent = latent if source is train else label_transitions(lam, source, self.lam_clip_len)
             self.out.mkdir(parents=True, exist_ok=True)
             np.savez(self.out / "latent_labels.npz", episode=train.episode, t=train.t, latent=latent,
                      real=train.real if train.real is not None else np.zeros(0, np.int64))
-            amap = fit_action_map(lab_latent, lab.real, num_latent, num_actions)
-            summary.update(map_diagnostics(amap, lab_latent, lab.real, num_latent=num_latent))
+            delay = self.latent_delay
+            if delay == "auto":
+                delay = choose_latent_delay(source, src_latent, labelled, num_latent, num_actions)
+            # The latent action that shows the decision at t is the one of transition t + delay.
+            lab_idx, lab_latent = delayed_latents(source, src_latent, int(delay), labelled)
+            amap = fit_action_map(lab_latent, source.real[lab_idx], num_latent, num_actions)
+            summary["latent_delay"] = int(delay)
+            summary.update(map_diagnostics(amap, lab_latent, source.real[lab_idx], num_latent=num_latent))
+            tr_idx, tr_latent = delayed_latents(train, latent, int(delay))
             if train.real is not None:  # how well the map reads all of the video's true actions
-                summary["map_accuracy_train"] = round(latent_map_accuracy(amap, latent, train.real), 4)
-                summary["nmi_latent_real"] = round(normalized_mutual_info(latent, train.real), 4)
-            if val.real is not None and len(val):
-                summary["map_accuracy_val"] = round(latent_map_accuracy(amap, val_latent, val.real), 4)
+                summary["map_accuracy_train"] = round(latent_map_accuracy(amap, tr_latent, train.real[tr_idx]), 4)
+                summary["nmi_latent_real"] = round(normalized_mutual_info(tr_latent, train.real[tr_idx]), 4)
+            va_idx, va_latent = delayed_latents(val, val_latent, int(delay))
+            if val.real is not None and len(va_idx):
+                summary["map_accuracy_val"] = round(latent_map_accuracy(amap, va_latent, val.real[va_idx]), 4)
             summary["lam"] = str(self.lam or self.out / "lam")
             cfg = LatentPolicyConfig.preset(self.preset, target="latent", num_latent=num_latent,
                                             action_map=amap.tolist(), **base)
-            train_policy(cfg, train, latent, self.out, self.train, val, val_latent, resume=self.resume)
+            train_policy(cfg, train.subset(tr_idx), tr_latent, self.out, self.train, val.subset(va_idx), va_latent,
+                         resume=self.resume)
         atomic_write_json(self.out / "latent_policy.json", summary)
         log.info("latent policy written to %s: %s", self.out, {k: v for k, v in summary.items() if k != "data"})
         print(f"policy in {self.out}; evaluate it: playworld eval latent-policy --policy {self.out}")
