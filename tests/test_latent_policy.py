@@ -66,6 +66,21 @@ def test_action_map_recovers_a_permutation_from_few_labels(sprites):
         assert amap[z] == a, f"latent {z} should map to {SPRITE_ACTIONS[a]}"
 
 
+def test_latent_delay_is_found_from_the_labels(sprites):
+    """When an action only shows a step later (latent[t+1] = perm[real[t]]), the labels find delay 1."""
+    from playworld.policy.train_latent import choose_latent_delay, delayed_latents
+
+    tr = transitions_of(imitation_split(sprites, "all")[0].dataset, list(range(6)))
+    perm = np.array([3, 0, 4, 1, 2])
+    latent = np.zeros(len(tr), np.int64)
+    idx, _ = delayed_latents(tr, latent, 1)
+    latent[idx + 1] = perm[tr.real[idx]]  # each episode's first transition keeps code 0
+    labelled = select_labelled(len(tr), 60, seed=1)
+    assert choose_latent_delay(tr, latent, labelled, num_latent=8, num_actions=5) == 1
+    j, z = delayed_latents(tr, latent, 1, labelled)
+    assert np.array_equal(z, perm[tr.real[j]]) and len(j) >= 50  # never across an episode boundary
+
+
 def test_select_labelled_is_seeded_and_refuses_too_many():
     a, b = select_labelled(500, 200, seed=3), select_labelled(500, 200, seed=3)
     assert np.array_equal(a, b) and len(np.unique(a)) == 200
@@ -224,7 +239,7 @@ def test_tiny_pipeline_end_to_end_produces_the_table(tmp_path):
                  "--lam-clip-len", "4", "--preset", "tiny", "--out", str(tmp_path / "policy"), "--steps", "2",
                  "--batch-size", "8", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "policy" / "latent_policy.json").read_text())
-    assert summary["labels"] == 20 and len(summary["action_map"]) == 8
+    assert summary["labels"] == 20 and len(summary["action_map"]) == 8 and summary["latent_delay"] in (0, 1, 2)
     assert main(["eval", "latent-policy", "--policy", str(tmp_path / "policy"), "--episodes", "1", "--max-steps", "10",
                  "--out", str(tmp_path / "eval.json")]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["policy_score"]["steps"] == [10]
