@@ -316,8 +316,9 @@ def test_batch_size_must_divide_over_ranks(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_every_train_command_runs_under_torchrun(sprites, tmp_path):
-    """`playworld train tokenizer|lam|dynamics|world` under torchrun (2 processes, gloo); the
-    dynamics with --strategy fsdp. A few steps each: it runs, writes one model, and loads."""
+    """Every `playworld train ...` command (tokenizer, lam, dynamics, world, latent-policy, vla) under
+    torchrun (2 processes, gloo); the dynamics with --strategy fsdp. A few steps each: it runs,
+    writes one model, and loads."""
     from playworld.world.dynamics import DynamicsModel
     from playworld.world.world import World
 
@@ -340,3 +341,15 @@ def test_every_train_command_runs_under_torchrun(sprites, tmp_path):
     train("world", "--data", str(sprites), "--out", str(tmp_path / "world"), "--tokenizer-steps", "2",
           "--lam-steps", "2", "--dynamics-steps", "2", "--batch-size", "4")
     World.from_pretrained(tmp_path / "world")
+    # The policies share the loop: a latent-action policy on the same video and LAM, and a tiny VLA.
+    train("latent-policy", "--data", str(sprites), "--lam", str(tmp_path / "lam"), "--labels", "20",
+          "--lam-clip-len", "3", "--preset", "tiny", "--out", str(tmp_path / "lp"), "--steps", "3",
+          "--batch-size", "4", "--no-progress")
+    assert json.loads((tmp_path / "lp" / "latent_policy.json").read_text())["labels"] == 20
+    from playworld.data.tabletop import record_tabletop
+    from playworld.policy.vla_policy import VLAPolicy
+
+    demos = record_tabletop(tmp_path / "demos", episodes=2, tasks=("pick",), workers=1, size=64, progress=False)
+    train("vla", "--data", str(demos), "--out", str(tmp_path / "vla"), "--image-size", "32", "--steps", "3",
+          "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress")
+    VLAPolicy.from_pretrained(tmp_path / "vla")
