@@ -149,7 +149,7 @@ class FakeWorld:
         self._frame = self._render()
         return self._frame.copy()
 
-    def rollout(self, prompt, actions) -> np.ndarray:
-        frames = [self.reset(prompt)]
+    def rollout(self, prompt, actions, seed: int | None = None) -> np.ndarray:
+        frames = [self.reset(prompt, seed=seed)]
         frames += [self.step(a) for a in actions]
         return np.stack(frames)

@@ -316,6 +316,40 @@ def test_save_load_round_trip_is_exact(tmp_path, which):
     assert torch.equal(run(model), run(loaded))
 
 
+def test_loading_a_wrong_or_broken_folder_is_a_clear_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from playworld.nn.pretrained import WEIGHTS_NAME, load_weights
+
+    folder = tokenizer().save_pretrained(tmp_path / "tok")
+    with pytest.raises(PlayworldError, match="holds a 'video_tokenizer' model, not a 'latent_action_model'"):
+        LatentActionModel.from_pretrained(folder)
+    with pytest.raises(PlayworldError, match="not a folder"):
+        VideoTokenizer.from_pretrained(tmp_path / "nowhere")
+    weights = folder / WEIGHTS_NAME
+    state = load_file(str(weights))
+    for name, broken, match in [
+        ("extra key", {**state, "extra": torch.zeros(1)}, r"unexpected \['extra'\]"),
+        (
+            "missing key",
+            {k: v for k, v in state.items() if k != "to_code.bias"},
+            r"missing \['to_code.bias'\]",
+        ),
+        ("wrong shape", {**state, "to_code.bias": torch.zeros(3)}, r"wrong shapes \['to_code.bias \(3,\)"),
+    ]:
+        save_file(broken, str(weights))
+        with pytest.raises(PlayworldError, match=match):
+            VideoTokenizer.from_pretrained(folder)
+        if name == "missing key":  # unless the caller allows it
+            load_weights(tokenizer(), folder, allow_missing=lambda k: k == "to_code.bias")
+    weights.write_bytes(b"not safetensors")
+    with pytest.raises(PlayworldError, match="corrupt or truncated"):
+        VideoTokenizer.from_pretrained(folder)
+    weights.unlink()
+    with pytest.raises(PlayworldError, match="has no model.safetensors"):
+        VideoTokenizer.from_pretrained(folder)
+
+
 @pytest.mark.parametrize("which", ["tokenizer", "lam", "dynamics"])
 def test_training_step_under_bf16_autocast(which):
     if which == "tokenizer":

@@ -17,6 +17,7 @@ import numbers
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -227,31 +228,63 @@ class PretrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls: type[M], path: str | os.PathLike, map_location: str = "cpu") -> M:
         """Load a folder written by :meth:`save_pretrained`; rejects other models clearly."""
-        path = Path(path)
-        if not path.is_dir():
-            raise PlayworldError(f"{path} does not exist or is not a folder; expected a saved model folder.")
-        d = read_config_json(path)
-        mt = d.get("model_type")
-        if mt != cls.config_class.model_type:
-            raise PlayworldError(
-                f"{path} holds a '{mt}' model, not a '{cls.config_class.model_type}'; "
-                "check which folder you passed."
-            )
-        config = cls.config_class.from_dict(d)
-        model = cls(config)
-        wpath = path / WEIGHTS_NAME
-        if not wpath.exists():
-            raise PlayworldError(f"{path} has no {WEIGHTS_NAME}; the model folder is incomplete.")
-        try:
-            state = load_file(str(wpath), device=map_location)
-        except Exception as e:  # safetensors raises several types on corrupt files
-            raise PlayworldError(f"{wpath} could not be read ({e}); the file is corrupt or truncated.") from e
-        own = model.state_dict()
-        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise PlayworldError(
-                f"{wpath} does not match {cls.__name__}(config): missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}."
-            )
+        model = cls(read_model_config(path, cls.config_class))
+        load_weights(model, path, map_location)
         return model.to(map_location)
+
+
+def read_model_config(path: str | os.PathLike, config_class: type[C], kind: str | None = None) -> C:
+    """The config of the saved model folder ``path``, which must hold a ``config_class`` model.
+
+    ``kind`` names the model in errors (default: its ``model_type``).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise PlayworldError(
+            f"{path} does not exist or is not a folder; expected a saved {kind or 'model'} folder."
+        )
+    d = read_config_json(path)
+    mt = d.get("model_type")
+    if mt != config_class.model_type:
+        raise PlayworldError(
+            f"{path} holds a '{mt}' model, not a {kind or repr(config_class.model_type)}; "
+            "check which folder you passed."
+        )
+    return config_class.from_dict(d)
+
+
+def load_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    map_location: str = "cpu",
+    allow_missing: Callable[[str], bool] | None = None,
+    name: str | None = None,
+) -> None:
+    """Load ``path/model.safetensors`` into ``model`` (cast to the model's dtypes).
+
+    Every saved weight must be one of the model's, of its shape, and every weight of the model
+    must be saved, except those ``allow_missing(key)`` accepts (e.g. frozen base weights that
+    are not saved). ``name`` names the model in errors (default: ``ClassName(config)``).
+    """
+    path = Path(path)
+    wpath = path / WEIGHTS_NAME
+    if not wpath.exists():
+        raise PlayworldError(f"{path} has no {WEIGHTS_NAME}; the model folder is incomplete.")
+    try:
+        state = load_file(str(wpath), device=map_location)
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise PlayworldError(f"{wpath} could not be read ({e}); the file is corrupt or truncated.") from e
+    own = model.state_dict()
+    unexpected = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state and not (allow_missing and allow_missing(k)))
+    name = name or f"{type(model).__name__}(config)"
+    if missing or unexpected:
+        raise PlayworldError(
+            f"{wpath} does not match {name}: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
+    ]
+    if wrong:
+        raise PlayworldError(f"{wpath} does not match {name}: wrong shapes {wrong[:5]}.")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)

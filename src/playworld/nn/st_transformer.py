@@ -53,6 +53,20 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
 
 
+def patchify(video: Tensor, patch_size: int) -> Tensor:
+    """Pixels -> the ST transformer's patch tokens: (B, T, C, H, W) in [0, 1] -> (B, T, S, p*p*C) in [-1, 1]."""
+    p = patch_size
+    return rearrange(video * 2 - 1, "b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
+
+
+def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int]) -> Tensor:
+    """The inverse of :func:`patchify` for a ``grid`` (H/p, W/p) of patches: (B, T, S, p*p*C) in [-1, 1]
+    -> (B, T, C, H, W) in [0, 1] (not clamped)."""
+    p, (h, w) = patch_size, grid
+    x = rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
+    return (x + 1) / 2
+
+
 def rotary(x: Tensor, pos: Tensor) -> Tensor:
     """Rotate pairs of channels of ``x (N, H, T, dh)`` by angles ``pos * freq`` (RoPE)."""
     dh = x.shape[-1]

@@ -36,11 +36,18 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from playworld.errors import PlayworldError
-from playworld.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, PretrainedModel, read_config_json
+from playworld.nn.pretrained import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ModelConfig,
+    PretrainedModel,
+    load_weights,
+    read_model_config,
+)
 from playworld.policy.action_tokenizer import ActionTokenizer
 from playworld.policy.backbones import (
     base_fingerprint,
@@ -379,12 +386,7 @@ class VLA(PretrainedModel):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> VLA:
         path = Path(path)
-        if not path.is_dir():
-            raise PlayworldError(f"{path} does not exist or is not a folder; expected a saved VLA folder.")
-        d = read_config_json(path)
-        if d.get("model_type") != VLAConfig.model_type:
-            raise PlayworldError(f"{path} holds a '{d.get('model_type')}' model, not a VLA; check which folder you passed.")
-        config = VLAConfig.from_dict(d)
+        config = read_model_config(path, VLAConfig, kind="VLA")
         tok_file = path / ACTION_TOKENIZER_NAME
         if tok_file.exists() and config.action_tokenizer:
             on_disk = ActionTokenizer.load(tok_file).to_dict()
@@ -394,21 +396,10 @@ class VLA(PretrainedModel):
                     "edited or mixed from two models: save the model again."
                 )
         model = cls(config)
-        wpath = path / WEIGHTS_NAME
-        if not wpath.exists():
-            raise PlayworldError(f"{path} has no {WEIGHTS_NAME}; the model folder is incomplete.")
-        try:
-            state = load_file(str(wpath), device=map_location)
-        except Exception as e:  # safetensors raises several types on corrupt files
-            raise PlayworldError(f"{wpath} could not be read ({e}); the file is corrupt or truncated.") from e
-        own = model.state_dict()
-        unexpected = sorted(k for k in state if k not in own)
-        missing = sorted(k for k in own if k not in state and not model._is_base_weight(k))
-        if missing or unexpected:
-            raise PlayworldError(
-                f"{wpath} does not match VLA({config.backbone}): missing {missing[:5]}, unexpected {unexpected[:5]}."
-            )
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        # base weights come from the installed pretrained model, so they are not in the folder
+        load_weights(
+            model, path, map_location, allow_missing=model._is_base_weight, name=f"VLA({config.backbone})"
+        )
         return model.to(map_location)
 
 

@@ -82,8 +82,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from playworld.errors import PlayworldError
 from playworld.serve.uploads import MAX_UPLOAD_BYTES, decode_upload
-from playworld.serve.video import FORMATS, encode
 from playworld.utils import get_logger
+from playworld.viz import VIDEO_FORMATS, encode_video
 
 log = get_logger("serve")
 
@@ -291,7 +291,7 @@ def create_app(
     @app.get("/api/sessions/{token}/recording.{fmt}")
     async def recording(token: str, fmt: str) -> Response:
         session = app.state.sessions.get(token)
-        if session is None or fmt not in FORMATS:
+        if session is None or fmt not in VIDEO_FORMATS:
             return JSONResponse({"error": "no such session or format (gif, mp4)"}, status_code=404)
         frames = list(session.frames)  # a snapshot: the session may keep recording meanwhile
         if not frames:
@@ -299,11 +299,11 @@ def create_app(
                 {"error": "nothing recorded yet: press Record, play, then download"}, status_code=409
             )
         scale = max(1, 256 // max(h, w))  # downloads are at least ~256 px, pixels kept crisp
-        data = await run_in_threadpool(encode, frames, fmt, video_fps, scale)  # not the step workers
+        data = await run_in_threadpool(encode_video, frames, fmt, video_fps, scale)  # not the step workers
         headers = {
             "content-disposition": f'attachment; filename="playworld-{time.strftime("%Y%m%d-%H%M%S")}.{fmt}"'
         }
-        return Response(data, media_type=FORMATS[fmt], headers=headers)
+        return Response(data, media_type=VIDEO_FORMATS[fmt], headers=headers)
 
     # ---- WebSocket ---------------------------------------------------------------------------
     async def send_frame(ws: WebSocket, session: Session, frame: np.ndarray, step_ms: float) -> None:

@@ -36,13 +36,6 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
     return actions
 
 
-def rollout(world, prompt, actions: list[int], seed: int | None = None) -> np.ndarray:
-    """The prompt frame followed by one generated frame per action: (1 + len(actions), H, W, 3)."""
-    frames = [world.reset(prompt) if seed is None else world.reset(prompt, seed=seed)]
-    frames += [world.step(a) for a in actions]
-    return np.stack(frames)
-
-
 @dataclass
 class Play:
     """Play a generated world in your browser (or headless to a GIF/MP4).
@@ -89,9 +82,9 @@ class Play:
         return self.serve()
 
     def run_headless(self) -> int:
-        from playworld.serve.video import FORMATS, write_video
+        from playworld.viz import VIDEO_FORMATS, save_video
 
-        if self.out.suffix.lower().lstrip(".") not in FORMATS:
+        if self.out.suffix.lower().lstrip(".") not in VIDEO_FORMATS:
             raise PlayworldError(f"--out must end in .gif or .mp4, got '{self.out}'")
         if (self.actions is None) == (self.random_actions is None):
             raise PlayworldError("--headless needs exactly one of --actions 0,3,3,1 or --random-actions N")
@@ -113,8 +106,8 @@ class Play:
             prompt = samples[0]
         elif not prompt.is_file():
             raise PlayworldError(f"--prompt {prompt} does not exist; pass an image file (PNG, JPEG, ...)")
-        frames = rollout(world, prompt, actions, self.seed)
-        write_video(self.out, list(frames), fps=self.video_fps, scale=self.scale)
+        frames = world.rollout(prompt, actions, seed=self.seed)
+        save_video(frames, self.out, fps=self.video_fps, scale=self.scale)
         labels = getattr(world, "action_labels", [])
         used = ", ".join(f"{a}={labels[a]}" if a < len(labels) else str(a) for a in sorted(set(actions)))
         print(f"wrote {self.out} ({len(frames)} frames: the prompt + {len(actions)} steps; actions {used})")

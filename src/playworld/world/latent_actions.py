@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from playworld.errors import PlayworldError
 from playworld.nn.pretrained import ModelConfig, PretrainedModel
-from playworld.nn.st_transformer import STTransformer, init_weights
+from playworld.nn.st_transformer import STTransformer, init_weights, patchify, unpatchify
 from playworld.nn.vq import VectorQuantizer
 
 
@@ -168,22 +168,10 @@ class LatentActionModel(PretrainedModel):
     def num_actions(self) -> int:
         return self.config.num_actions
 
-    def patchify(self, video: Tensor) -> Tensor:
-        # (B, T, C, H, W) in [0, 1] -> (B, T, S, p*p*C) in [-1, 1]
-        p = self.config.patch_size
-        return rearrange(video * 2 - 1, "b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
-
-    def unpatchify(self, patches: Tensor) -> Tensor:
-        # (B, T, S, p*p*C) in [-1, 1] -> (B, T, C, H, W) in [0, 1] (not clamped)
-        p, (h, w) = self.config.patch_size, self.grid
-        return (
-            rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p) + 1
-        ) / 2
-
     def encode_latents(self, video: Tensor) -> Tensor:
         """Continuous action latents ``(B, T-1, code_dim)``: entry t describes frame t -> t+1."""
         self._check_video(video)
-        x = self.patch_embed(self.patchify(video))  # (B, T, S, D)
+        x = self.patch_embed(patchify(video, self.config.patch_size))  # (B, T, S, D)
         query = repeat(self.action_query, "d -> b t 1 d", b=x.shape[0], t=x.shape[1])
         x = self.encoder(torch.cat([query, x], dim=2))  # (B, T, 1+S, D)
         z = self.to_code(x[:, 1:, 0])  # (B, T-1, code_dim): query outputs of frames 1..T-1
@@ -210,10 +198,10 @@ class LatentActionModel(PretrainedModel):
 
         Returns ``(B, T', C, H, W)`` (not clamped); entry t predicts frame t+1.
         """
-        patches = self.patchify(context)  # (B, T', S, P)
+        patches = patchify(context, self.config.patch_size)  # (B, T', S, P)
         x = self.dec_patch_embed(patches) + self.action_embed(codes)[:, :, None]  # (B, T', S, D)
         delta = self.to_pixels(self.decoder(x)).float()  # (B, T', S, P)
-        return self.unpatchify(patches + delta)  # residual on frame t
+        return unpatchify(patches + delta, self.config.patch_size, self.grid)  # residual on frame t
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
         """Returns ``(prediction of frames 1..T-1 (B,T-1,C,H,W), actions (B,T-1) int64, vq_loss, vq_stats)``."""

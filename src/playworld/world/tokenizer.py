@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from playworld.errors import PlayworldError
 from playworld.nn.pretrained import ModelConfig, PretrainedModel
-from playworld.nn.st_transformer import KVCache, STTransformer, init_weights
+from playworld.nn.st_transformer import KVCache, STTransformer, init_weights, patchify, unpatchify
 from playworld.nn.vq import VectorQuantizer
 
 
@@ -154,31 +154,18 @@ class VideoTokenizer(PretrainedModel):
         self.to_pixels = nn.Linear(c.dec_dim, P)
         self.apply(init_weights)
 
-    # -- pixels <-> patches ------------------------------------------------------------------
-
-    def patchify(self, video: Tensor) -> Tensor:
-        # (B, T, C, H, W) in [0, 1] -> (B, T, S, p*p*C) in [-1, 1]
-        p = self.config.patch_size
-        return rearrange(video * 2 - 1, "b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
-
-    def unpatchify(self, patches: Tensor) -> Tensor:
-        # (B, T, S, p*p*C) in [-1, 1] -> (B, T, C, H, W) in [0, 1] (not clamped)
-        p, (h, w) = self.config.patch_size, self.grid
-        x = rearrange(patches, "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
-        return (x + 1) / 2
-
     # -- encoder -> VQ -> decoder --------------------------------------------------------------
 
     def encode_latents(self, video: Tensor, cache: KVCache | None = None) -> Tensor:
         """Continuous pre-quantisation latents ``(B, T, S, code_dim)``."""
         self._check_video(video)
-        x = self.patch_embed(self.patchify(video))  # (B, T, S, enc_dim)
+        x = self.patch_embed(patchify(video, self.config.patch_size))  # (B, T, S, enc_dim)
         return self.to_code(self.encoder(x, cache))  # (B, T, S, code_dim)
 
     def decode_codes(self, codes: Tensor, cache: KVCache | None = None) -> Tensor:
         """Code vectors ``(B, T, S, code_dim)`` -> pixels ``(B, T, C, H, W)`` (not clamped)."""
         x = self.decoder(self.from_code(codes), cache)  # (B, T, S, dec_dim)
-        return self.unpatchify(self.to_pixels(x).float())
+        return unpatchify(self.to_pixels(x).float(), self.config.patch_size, self.grid)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
         """Reconstruct ``video``; returns ``(recon (B,T,C,H,W) unclamped, tokens (B,T,h,w), vq_loss, vq_stats)``."""
