@@ -52,6 +52,9 @@ def main() -> None:
     t0 = time.perf_counter()
     cmd.run()
     timings["train_world_s"] = round(time.perf_counter() - t0, 1)
+    parts = args.out / "world" / "train_world.json"  # per part, written by `train world`
+    if parts.exists():
+        timings.update(json.loads(parts.read_text()))
     t0 = time.perf_counter()
     res = evaluate_world(World.from_pretrained(args.out / "world"), data, num_clips=args.clips)
     timings["eval_s"] = round(time.perf_counter() - t0, 1)

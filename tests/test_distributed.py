@@ -64,6 +64,7 @@ class Regressor(PretrainedModel):
         self.head = nn.Linear(config.dim, 1)
         self.poison_calls: set[int] = set()
         self.calls = 0
+        self.extra_logs: dict[str, float] = {}
 
     def training_step(self, x, y):
         self.calls += 1
@@ -73,7 +74,7 @@ class Regressor(PretrainedModel):
         loss = F.mse_loss(self.head(h).squeeze(-1), y)
         if self.calls in self.poison_calls:
             loss = loss * float("nan")
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": float(loss.detach()), **self.extra_logs}
 
 
 class Points(Dataset):
@@ -156,6 +157,10 @@ def worker_ddp(out: Path, data: Path) -> None:
         t.model.poison_calls = {3}  # rank 1 alone sees a NaN at its third step
     t.fit()
     _write(out, "nan-final", params_digest(t.model))
+    t = regressor_trainer(out / "keys", steps=4)  # ranks that log different keys (a VLA batch without questions)
+    if os.environ["RANK"] == "1":
+        t.model.extra_logs = {"only_rank1": 5.0}
+    t.fit()
     t = tokenizer_trainer(out / "tok", data)  # with VQ restarts: ranks must stay identical
     t.fit()
     _write(out, "tok-final", params_digest(t.model))
@@ -279,6 +284,13 @@ def assert_close(one: dict, two: dict, tol: float) -> None:
     assert rel < tol, f"max relative per-step loss difference {rel:.2e}"
 
 
+def test_ddp_ranks_logging_different_keys_neither_hang_nor_mix_them_up(ddp_run):
+    recs = [json.loads(line) for line in (ddp_run / "keys" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if "loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(r["only_rank1"] == 5.0 for r in train)  # averaged over the ranks that logged it: rank 1 alone
+
+
 def test_ddp_tokenizer_matches_one_process(ddp_run, tokenizer_single):
     # Without VQ restarts (which seed codes from each rank's half of the batch, so the
     # codebooks legitimately differ from one process's), the curves agree to float rounding.
@@ -315,6 +327,7 @@ def test_batch_size_must_divide_over_ranks(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # six commands x 2 processes: ~5 min alone, far longer on a busy machine
 def test_every_train_command_runs_under_torchrun(sprites, tmp_path):
     """Every `playworld train ...` command (tokenizer, lam, dynamics, world, latent-policy, vla) under
     torchrun (2 processes, gloo); the dynamics with --strategy fsdp. A few steps each: it runs,
@@ -349,7 +362,7 @@ def test_every_train_command_runs_under_torchrun(sprites, tmp_path):
     from playworld.data.tabletop import record_tabletop
     from playworld.policy.vla_policy import VLAPolicy
 
-    demos = record_tabletop(tmp_path / "demos", episodes=2, tasks=("pick",), workers=1, size=64, progress=False)
+    demos = record_tabletop(tmp_path / "demos", episodes=2, tasks=("pick",), workers=1, size=64, progress=False).path
     train("vla", "--data", str(demos), "--out", str(tmp_path / "vla"), "--image-size", "32", "--steps", "3",
           "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress")
     VLAPolicy.from_pretrained(tmp_path / "vla")

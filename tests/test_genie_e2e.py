@@ -28,6 +28,8 @@ def test_train_world_eval_and_play(sprites, tmp_path):
     meta = json.loads((out / "world.json").read_text())
     assert meta["num_actions"] == 8 and len(meta["action_labels"]) == 8
     assert sorted(p.name for p in (out / "prompts").iterdir())[:1] == ["prompt-00.png"]
+    timings = json.loads((out / "train_world.json").read_text())  # wall-clock per part, for benchmarks
+    assert set(timings) == {"tokenizer_s", "lam_s", "dynamics_s", "assemble_s"} and min(timings.values()) > 0
     for part in ("tokenizer", "lam", "dynamics"):
         assert (out / part / "model.safetensors").exists()
         assert list((out / part / "samples").glob("*.png")), f"{part} wrote no sample pictures"

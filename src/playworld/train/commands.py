@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,7 +23,7 @@ from playworld.data.clips import ClipDataset
 from playworld.data.format import load_dataset
 from playworld.errors import PlayworldError
 from playworld.train.loop import TrainConfig, Trainer, list_checkpoints, resolve_device
-from playworld.utils import get_logger, seed_everything
+from playworld.utils import atomic_write_json, get_logger, seed_everything
 
 log = get_logger("train")
 
@@ -252,15 +253,27 @@ class TrainWorld:
                                        tokenizer=self.out / "tokenizer", lam=self.out / "lam",
                                        train=self._cfg(self.dynamics_steps, 1e-3))),
         ]
+        timings_file = self.out / "train_world.json"  # wall-clock of each part, kept across resumes
+        timings = json.loads(timings_file.read_text()) if self.resume and timings_file.exists() else {}
+        rank0 = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 alone writes the world
         for name, cmd in parts:
             if _finished(cmd.out, cmd.train.steps):
                 log.info("%s already trained in %s; skipping", name, cmd.out)
                 continue
             cmd.resume = self.resume or bool(list_checkpoints(cmd.out))
             log.info("training %s -> %s", name, cmd.out)
+            t0 = time.perf_counter()
             cmd.run()
-        if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 alone writes the world
+            timings[f"{name}_s"] = round(timings.get(f"{name}_s", 0.0) + time.perf_counter() - t0, 1)
+            if rank0:
+                atomic_write_json(timings_file, timings)
+        if not rank0:
             return self.out
         from playworld.world.commands import assemble_world
 
-        return assemble_world(self.out, self.data, maskgit_steps=self.maskgit_steps, seed=self.seed)
+        t0 = time.perf_counter()
+        world = assemble_world(self.out, self.data, maskgit_steps=self.maskgit_steps, seed=self.seed)
+        timings["assemble_s"] = round(time.perf_counter() - t0, 1)
+        atomic_write_json(timings_file, timings)
+        log.info("wall-clock per part (s): %s", timings)
+        return world

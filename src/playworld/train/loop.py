@@ -52,6 +52,7 @@ import shutil
 import signal
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -555,6 +556,39 @@ class Trainer:
             values = values / self.world
         return values.cpu()
 
+    def _reduce_logs(self, loss: torch.Tensor, logs: dict[str, float]) -> tuple[list[str], list[float]]:
+        """``(keys, [mean loss, any rank non-finite, mean of each log])`` over ranks."""
+        local = {"\0loss": float(loss.detach()), "\0nonfinite": float(not torch.isfinite(loss)), **logs}
+        means = self._all_mean_dict(local)
+        keys = sorted(k for k in means if not k.startswith("\0"))
+        return keys, [means["\0loss"], means["\0nonfinite"], *(means[k] for k in keys)]
+
+    def _all_mean_dict(self, values: dict[str, float]) -> dict[str, float]:
+        """Each entry averaged over the ranks that have it.
+
+        Models may log different keys on different ranks in the same step (e.g. a VLA batch with
+        no question has no answer accuracy). The ranks first compare their key sets in one tiny
+        all-reduce; only when they differ do they exchange the dicts (an object all-gather). Every
+        rank runs the same collectives and gets the same numbers.
+        """
+        keys = sorted(values)
+        if self.world == 1:
+            return {k: float(values[k]) for k in keys}
+        h = float(zlib.crc32("\0".join(keys).encode()))
+        spread = self._all_max(torch.tensor([h, -h], dtype=torch.float64))
+        if spread[0] == -spread[1]:  # max == min: every rank has the same keys
+            means = self._all_mean(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
+            return dict(zip(keys, means.tolist(), strict=True))
+        gathered: list[dict[str, float]] = [{} for _ in range(self.world)]
+        dist.all_gather_object(gathered, {k: float(values[k]) for k in keys})
+        union = sorted(set().union(*gathered))
+        return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in union}
+
+    def _all_max(self, values: torch.Tensor) -> torch.Tensor:
+        values = values.to(self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values.cpu()
+
     def _sync_after_step(self) -> None:
         """Keep ranks identical where the optimiser alone would not (see the module docstring)."""
         if self.world == 1:
@@ -816,6 +850,7 @@ class Trainer:
             return {}
         self.model.eval()
         totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
         # A fixed slice of the validation set, the same every time (comparable curves).
         it = iter(self._loader(self.val_data, 0, seed=12345))
         with self._fork_rng():  # validation must not change the training run's randomness
@@ -824,14 +859,11 @@ class Trainer:
                 batch = self._to_device(next(it))
                 with self._autocast():
                     loss, logs = self.model.training_step(*self.batch_fn(batch))
-                for k, v in {"loss": float(loss), **logs}.items():
-                    totals[k] = totals.get(k, 0.0) + float(v) / self.cfg.eval_batches
-        if self.world > 1:
-            keys = sorted(totals)
-            means = self._all_mean(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
-            totals = dict(zip(keys, means.tolist(), strict=True))
+                for k, v in {"loss": float(loss), **logs}.items():  # a batch may lack a key
+                    totals[k] = totals.get(k, 0.0) + float(v)
+                    counts[k] = counts.get(k, 0) + 1
         self.model.train()
-        return totals
+        return self._all_mean_dict({k: totals[k] / counts[k] for k in totals})
 
     def _write_samples(self, writer, batch: dict[str, Any]) -> None:
         from playworld.train.pictures import save_pictures
@@ -921,9 +953,7 @@ class Trainer:
                     loss, logs = self.step_module(*self.batch_fn(batch))
                 # One small all-reduce per step: the mean loss and logs over ranks, and whether any
                 # rank's loss is non-finite (then every rank skips the step, or DDP would hang).
-                keys = sorted(logs)
-                local = [float(loss.detach()), float(not torch.isfinite(loss)), *(float(logs[k]) for k in keys)]
-                stats = self._all_mean(torch.tensor(local, dtype=torch.float64)).tolist() if self.world > 1 else local
+                keys, stats = self._reduce_logs(loss, logs)
                 if stats[1] > 0:
                     nan_streak += 1
                     self.optimizer.zero_grad(set_to_none=True)
