@@ -114,3 +114,107 @@ def test_interrupted_recording_leaves_nothing(tmp_path, monkeypatch):
             "Pitfall", frames=200, size=16, out=tmp_path / "x", envs=1, max_episode_frames=10, progress=False
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- --action-effects: every action tried from the same emulator state -------------------------
+
+
+@pytest.fixture(scope="module")
+def breakout_effects(tmp_path_factory):
+    out = tmp_path_factory.mktemp("atari") / "breakout-effects"
+    record_atari(
+        ["Breakout"], frames=160, size=32, seed=2, out=out, envs=2, max_episode_frames=40,
+        progress=False, action_effects=True,
+    )
+    return load_dataset(out)
+
+
+def _bits(masks: np.ndarray, n: int) -> np.ndarray:
+    return (np.asarray(masks, np.int64)[:, None] >> np.arange(n)) & 1 == 1  # (N, n) bool
+
+
+def test_action_effects_are_stored_and_consistent(breakout_effects):
+    ds = breakout_effects
+    assert ds.frame_array_names == ["action_effect", "equivalent_actions"]
+    assert ds.meta["extra"]["action_effects"] is True and ds.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    a = np.asarray(ds.actions)
+    effect = np.asarray(ds.frame_array("action_effect"))
+    equiv = _bits(ds.frame_array("equivalent_actions"), 4)
+    assert effect.dtype == bool and ds.frame_array("equivalent_actions").dtype == np.int64
+    assert equiv[np.arange(len(a)), a].all()  # the taken action is always in its own set
+    assert not effect[a == 0].any()  # NOOP never differs from NOOP
+    np.testing.assert_array_equal(effect, ~equiv[:, 0])  # effect <=> NOOP gives another frame
+    # Real, varied answers: moving the paddle often shows (not when it is held against a wall),
+    # and some actions do nothing visible.
+    assert effect[a >= 2].mean() > 0.3 and (~effect[a != 0]).any()
+    assert (equiv.sum(1) < 4).any() and (equiv.sum(1) > 1).any()
+    np.testing.assert_array_equal(ds.episode_array("action_effect", 1), effect[ds.episode_starts[1] :][: ds.episode_lengths[1]])
+
+
+def test_action_effects_recording_replays_and_is_deterministic(breakout_effects, tmp_path):
+    ds = breakout_effects
+    firsts = [i for i in range(ds.num_episodes) if ds.episode(i)["info"]["run_start"] == 0]
+    assert len(firsts) == 2
+    for i in firsts:  # the stored actions re-played in a fresh emulator give the stored frames
+        np.testing.assert_array_equal(replay_atari_episode(ds, i), ds.episode(i)["frames"])
+    again = load_dataset(record_atari(["Breakout"], frames=160, size=32, seed=2, out=tmp_path / "b", envs=2,
+                                      max_episode_frames=40, progress=False, action_effects=True))
+    for name in ("actions", "action_effect", "equivalent_actions"):
+        get = (lambda d: d.actions) if name == "actions" else (lambda d, n=name: d.frame_array(n))
+        np.testing.assert_array_equal(get(again), get(ds))
+    np.testing.assert_array_equal(again.shards[0], ds.shards[0])
+
+
+def test_equivalent_actions_match_restepping_each_action():
+    """Independently of the recorder: from one cloned state, every action in the set gives the
+    taken action's next frame and every other action gives another one; re-stepping after
+    restoreState reproduces the frame."""
+    env = atari.EffectsEnv("breakout", 32, 4, False, seed=7)
+    env.reset()
+    rng = np.random.default_rng(0)
+    checked_diff = 0
+    for _ in range(40):
+        a = int(rng.integers(4))
+        state, saved = env.ale.cloneState(include_rng=True), (env.raw[0].copy(), env.raw[1].copy(), env.elapsed)
+        tries = []
+        for b in range(4):
+            env.ale.restoreState(state)
+            env.raw[0][:], env.raw[1][:], env.elapsed = saved
+            tries.append(env.step(b)[0])
+        env.ale.restoreState(state)
+        env.raw[0][:], env.raw[1][:], env.elapsed = saved
+        frame, _, term, _, mask, effect = env.step_with_effects(a)
+        np.testing.assert_array_equal(frame, tries[a])
+        for b in range(4):
+            assert bool(mask >> b & 1) == np.array_equal(tries[b], frame)
+        assert effect == (not np.array_equal(tries[0], frame))
+        checked_diff += int(mask != 15)
+        assert not term
+    assert checked_diff > 5
+
+
+def test_effects_env_frames_equal_the_vector_envs():
+    """The single-emulator path preprocesses exactly like ale-py's C++ vector env (max-pool + INTER_AREA)."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    venv = AtariVectorEnv("breakout", 1, num_threads=1, img_height=48, img_width=40, grayscale=False, stack_num=1,
+                          frameskip=4, maxpool=True, noop_max=0, repeat_action_probability=0.0,
+                          reward_clipping=False, episodic_life=False, use_fire_reset=False)
+    env = atari.EffectsEnv("breakout", 48, 4, False, seed=0, noop_max=0)
+    env.resize = atari._AreaResize((210, 160), 48)  # 48 x 40 like the vector env above
+    env.resize.xi, env.resize.xw = atari._area_table(160, 40)
+    obs, _ = venv.reset(seed=0)
+    np.testing.assert_array_equal(env.reset(), obs[0, 0])
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        a = int(rng.integers(4))
+        obs, *_ = venv.step(np.array([a]))
+        np.testing.assert_array_equal(env.step(a)[0], obs[0, 0])
+    venv.close()
+
+
+def test_without_the_flag_nothing_changes(pitfall):
+    assert pitfall.frame_array_names == [] and "frame_arrays" not in pitfall.meta
+    assert "action_effects" not in pitfall.meta["extra"]
+    with pytest.raises(KeyError, match="no per-frame array 'action_effect'"):
+        pitfall.frame_array("action_effect")

@@ -220,3 +220,31 @@ def test_split_episodes_on_a_dataset_is_stable_across_loads(tmp_path):
     a, b = load_dataset(out), load_dataset(out)
     assert a.split_episodes("val") == b.split_episodes("val")
     assert set(a.split_episodes("train")).isdisjoint(a.split_episodes("test"))
+
+
+def test_extra_per_frame_arrays_round_trip_and_are_checked(tmp_path):
+    out = tmp_path / "ds"
+    lengths = [3, 5, 2]
+    with DatasetWriter(out, fps=15, frame_size=(H, W), source="t", action_names=list("ab"), shard_frames=4) as w:
+        for e, t in enumerate(lengths):
+            w.add_episode(episode_frames(e, t), np.zeros(t, np.int64),
+                          arrays={"flag": np.arange(t) % 2 == 0, "mask": np.full(t, 1 << e, np.int64)})
+        with pytest.raises(ValueError, match="differ from the first episode"):
+            w.add_episode(episode_frames(9, 2), np.zeros(2, np.int64), arrays={"flag": np.ones(2, bool)})
+        with pytest.raises(ValueError, match="one row per frame"):
+            w.add_episode(episode_frames(9, 2), np.zeros(2, np.int64),
+                          arrays={"flag": np.ones(3, bool), "mask": np.ones(2, np.int64)})
+        with pytest.raises(ValueError, match="identifier other than"):
+            w.add_episode(episode_frames(9, 2), np.zeros(2, np.int64), arrays={"rewards": np.ones(2)})
+    ds = load_dataset(out)
+    assert ds.frame_array_names == ["flag", "mask"]
+    assert ds.meta["frame_arrays"] == {"flag": {"dtype": "bool", "shape": []}, "mask": {"dtype": "int64", "shape": []}}
+    assert ds.frame_array("flag").dtype == bool and len(ds.frame_array("mask")) == sum(lengths)
+    for e, t in enumerate(lengths):
+        np.testing.assert_array_equal(ds.episode_array("flag", e), np.arange(t) % 2 == 0)
+        np.testing.assert_array_equal(ds.episode_array("mask", e), np.full(t, 1 << e))
+    with pytest.raises(KeyError, match="has no per-frame array 'nope'"):
+        ds.frame_array("nope")
+    (out / "mask.npy").unlink()  # a listed array that is missing: the dataset is damaged
+    with pytest.raises(PlayworldError, match="mask.npy is missing"):
+        load_dataset(out)

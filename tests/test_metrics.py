@@ -292,3 +292,79 @@ def test_effnet_frechet_distance_orders_perturbations(effnet):
     d_slight = frechet_distance_from_features(fd.real_features, f_slight)
     d_noise = frechet_distance_from_features(fd.real_features, f_noise)  # ~1000x d_slight
     assert d_noise > 100 * d_slight > 0
+
+
+# --- latent -> true action agreement with emulator-grounded effects ----------------------------
+
+EFFECT_NAMES = ["NOOP", "FIRE", "RIGHT", "LEFT", "UPRIGHT", "UPLEFT"]
+EFFECT_CLASS = np.array([0, 0, 2, 3, 2, 3])  # FIRE looks like NOOP, UPRIGHT like RIGHT, UPLEFT like LEFT
+
+
+def _effects_dataset(path, with_effects=True, episodes=20, length=30):
+    """Frame t+1's corner pixel says which action was taken at t (action * 10)."""
+    from playworld.data.format import DatasetWriter
+
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, fps=15, frame_size=(16, 16), source="t", action_names=EFFECT_NAMES) as w:
+        for _ in range(episodes):
+            a = rng.integers(len(EFFECT_NAMES), size=length)
+            frames = rng.integers(0, 256, (length, 16, 16, 3)).astype(np.uint8)
+            frames[1:, 0, 0, 0] = a[:-1] * 10
+            equivalent = np.array([sum(1 << b for b in np.flatnonzero(EFFECT_CLASS == EFFECT_CLASS[x])) for x in a])
+            arrays = {"action_effect": EFFECT_CLASS[a] != 0, "equivalent_actions": equivalent} if with_effects else None
+            w.add_episode(frames, a, arrays=arrays)
+    return path
+
+
+class _CornerLAM(torch.nn.Module):
+    """A stand-in latent action model that reads the action off the next frame's corner pixel."""
+
+    num_actions = 8
+
+    def __init__(self, mode):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.mode, self.rng = mode, torch.Generator().manual_seed(0)
+
+    def infer_actions(self, video):
+        a = (video[:, 1:, 0, 0, 0] * 255 / 10).round().long()  # (B, T-1) true action ids
+        if self.mode == "canonical":
+            return torch.as_tensor(EFFECT_CLASS)[a]
+        if self.mode == "shuffled":
+            return torch.randint(0, self.num_actions, a.shape, generator=self.rng)
+        return a
+
+
+def test_latent_action_agreement_with_action_effects(tmp_path):
+    from playworld.eval.world_eval import latent_action_agreement
+
+    data = _effects_dataset(tmp_path / "fx")
+    perfect = latent_action_agreement(_CornerLAM("perfect"), data)
+    assert perfect["visible_effect_definition"].startswith("emulator")
+    assert perfect["map_accuracy"] == perfect["map_accuracy_visible_effect"] == 1.0
+    assert perfect["map_accuracy_effect_equivalent"] == 1.0
+    assert 0.55 < perfect["visible_effect_share"] < 0.8  # 4 of 6 actions have an effect
+    # A model that only tells apart what the screen shows: wrong on the literal id half the
+    # time (RIGHT vs UPRIGHT), right on the equivalence sets.
+    canonical = latent_action_agreement(_CornerLAM("canonical"), data)
+    assert canonical["map_accuracy_effect_equivalent"] == 1.0
+    assert 0.35 < canonical["map_accuracy_visible_effect"] < 0.65
+    shuffled = latent_action_agreement(_CornerLAM("shuffled"), data)
+    assert shuffled["map_accuracy_effect_equivalent"] < 0.65  # ~0.5: two effect classes, no information
+    assert shuffled["map_accuracy_visible_effect"] < 0.4
+    assert 0.4 < shuffled["effect_equivalent_baseline_accuracy"] < 0.6
+    # Without the arrays: the old frame-difference definition, and no equivalence metric.
+    old = latent_action_agreement(_CornerLAM("perfect"), _effects_dataset(tmp_path / "plain", with_effects=False))
+    assert old["visible_effect_definition"] == "frame changed and action != NOOP"
+    assert "map_accuracy_effect_equivalent" not in old and old["map_accuracy_visible_effect"] == 1.0
+
+
+def test_equivalent_action_map_fit_and_accuracy():
+    from playworld.eval.world_eval import equivalent_map_accuracy, fit_equivalent_action_map
+
+    latent = np.array([0, 0, 0, 1, 1, 1])
+    equivalent = np.array([0b011, 0b010, 0b110, 0b100, 0b101, 0b100])
+    m = fit_equivalent_action_map(latent, equivalent, num_latent=3, num_true=3)
+    assert m.tolist() == [1, 2, 2]  # code 2 unseen: the action most often equivalent overall (2: 4 times)
+    assert equivalent_map_accuracy(m, latent, equivalent) == 1.0
+    assert equivalent_map_accuracy(np.array([0, 0, 0]), latent, equivalent) == pytest.approx(2 / 6)

@@ -8,6 +8,14 @@ stored actions replay bit-exactly from a fresh env: see :func:`replay_atari_epis
 The random policy holds each random action for a geometric number of steps (mean
 ``mean_repeat``): uniformly random actions every step mostly jitter in place, held ones walk,
 jump and climb, which is the motion a world model has to learn.
+
+With ``action_effects=True`` (``--action-effects``) every emulator is a single
+``ALEInterface`` stepped exactly like the vector env's sub-envs (:class:`EffectsEnv`; same
+frame skip, max-pool and area resize, bit-for-bit), and before each real step it tries every
+action of the action set from the same emulator state (``cloneState``/``restoreState``). Two
+extra per-frame arrays are stored: ``equivalent_actions`` (a bitmask of the actions whose next
+stored frame equals the taken action's) and ``action_effect`` (the taken action's next frame
+differs from NOOP's). See ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -90,6 +98,205 @@ def make_atari_env(rom: str, num_envs: int, size: int, frame_skip: int, full_act
     )
 
 
+def _area_table(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights, each (dst, K), of OpenCV's INTER_AREA resize along one axis.
+
+    Follows OpenCV's ``computeResizeAreaTab`` (weights in float32, a zero weight pads short rows),
+    which is what ale-py's vector env uses, so :class:`_AreaResize` gives its frames bit-for-bit.
+    """
+    scale = src / dst
+    rows = []
+    for d in range(dst):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, src - f1)
+        s1, s2 = min(math.ceil(f1), src), min(math.floor(f2), src)
+        row = []
+        if s1 - f1 > 1e-3:
+            row.append((s1 - 1, (s1 - f1) / cell))
+        row += [(k, 1.0 / cell) for k in range(s1, s2)]
+        if f2 - s2 > 1e-3 and s2 < src:
+            row.append((s2, min(min(f2 - s2, 1.0), cell) / cell))
+        rows.append(row)
+    k = max(len(r) for r in rows)
+    idx, w = np.zeros((dst, k), np.int64), np.zeros((dst, k), np.float32)
+    for d, row in enumerate(rows):
+        for j, (i, a) in enumerate(row):
+            idx[d, j], w[d, j] = i, a
+    return idx, w
+
+
+class _AreaResize:
+    """RGB (H, W, 3) uint8 -> (size, size, 3) uint8 like ``cv::resize(..., INTER_AREA)``: float32
+    sums in OpenCV's order (horizontal pass, then vertical), rounded half to even."""
+
+    def __init__(self, src_hw: tuple[int, int], size: int):
+        self.yi, self.yw = _area_table(src_hw[0], size)
+        self.xi, self.xw = _area_table(src_hw[1], size)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        x = img.astype(np.float32)
+        rows = x[:, self.xi[:, 0]] * self.xw[None, :, 0, None]  # (H, size, 3)
+        for j in range(1, self.xi.shape[1]):
+            rows += x[:, self.xi[:, j]] * self.xw[None, :, j, None]
+        out = rows[self.yi[:, 0]] * self.yw[:, 0, None, None]  # (size, size, 3)
+        for j in range(1, self.yi.shape[1]):
+            out += rows[self.yi[:, j]] * self.yw[:, j, None, None]
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+class EffectsEnv:
+    """One Atari emulator stepped like a sub-env of :func:`make_atari_env`, that can also try
+    every action from its current state (``ALEInterface.cloneState``/``restoreState``).
+
+    Stepping matches ale-py's C++ ``PreprocessedEnv`` (frame skip, RGB max-pool over the last
+    two emulator frames, INTER_AREA resize, no sticky actions, truncation after
+    ``max_frames`` emulator frames), so a frame here equals the vector env's frame from the same
+    emulator state bit-for-bit. Only the reset no-op count (0..noop_max-1) is drawn differently
+    (numpy, seeded with ``seed``), so the starts differ from the vector env's with the same seed.
+    """
+
+    def __init__(self, rom: str, size: int, frame_skip: int, full_action_space: bool, seed: int,
+                 noop_max: int = 30, max_frames: int = 108_000):
+        import ale_py
+        from ale_py import roms
+
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+        self.ale = ale = ale_py.ALEInterface()
+        ale.setFloat("repeat_action_probability", 0.0)
+        ale.setInt("random_seed", int(seed))
+        ale.loadROM(str(roms.get_rom_path(rom)))
+        self.action_set = list(ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet())
+        self.action_names = [a.name for a in self.action_set]
+        self.noop = self.action_names.index("NOOP")
+        self.frame_skip, self.noop_max, self.max_frames = frame_skip, noop_max, max_frames
+        self.rng = np.random.default_rng(seed)
+        h, w = ale.getScreenDims()
+        self.resize = _AreaResize((h, w), size)
+        self.raw = [np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)]
+        self.elapsed = 0
+
+    def reset(self) -> np.ndarray:
+        """Start a new game (0..noop_max-1 no-ops); returns the first frame (size, size, 3)."""
+        ale = self.ale
+        ale.reset_game()
+        for _ in range(int(self.rng.integers(self.noop_max)) if self.noop_max > 0 else 0):
+            ale.act(self.action_set[self.noop])
+            if ale.game_over():
+                ale.reset_game()
+        self.raw[0] = ale.getScreenRGB()
+        self.raw[1][:] = 0
+        self.elapsed = 0
+        return self._pooled_frame()[1]
+
+    def _pooled_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        np.maximum(self.raw[0], self.raw[1], out=self.raw[0])  # in place, as the C++ env does
+        return self.raw[0], self.resize(self.raw[0])
+
+    def _act(self, a: int) -> tuple[np.ndarray, float, bool, bool]:
+        """``frame_skip`` emulator frames of action id ``a``: (pooled raw screen, reward, terminated,
+        truncated). The raw screen is compared before resizing (equal raw -> equal frame)."""
+        ale, action, reward, over = self.ale, self.action_set[a], 0.0, False
+        for skip in range(self.frame_skip, 0, -1):
+            reward += ale.act(action)
+            over = ale.game_over()
+            self.elapsed += 1
+            if over or self.elapsed >= self.max_frames:
+                break
+            if skip <= 2:
+                self.raw[skip - 1] = ale.getScreenRGB()
+        np.maximum(self.raw[0], self.raw[1], out=self.raw[0])
+        return self.raw[0].copy(), reward, over, self.elapsed >= self.max_frames and not over
+
+    def step(self, a: int) -> tuple[np.ndarray, float, bool, bool]:
+        """Take action id ``a``: (next frame, reward, terminated, truncated)."""
+        raw, reward, term, trunc = self._act(a)
+        return self.resize(raw), reward, term, trunc
+
+    def step_with_effects(self, a: int) -> tuple[np.ndarray, float, bool, bool, int, bool]:
+        """Try every action from the current state, then take ``a`` for real.
+
+        Returns (next frame, reward, terminated, truncated, equivalent, effect): ``equivalent``
+        has bit ``b`` set when action ``b``'s next frame equals ``a``'s (bit ``a`` always is);
+        ``effect`` is whether ``a``'s next frame differs from NOOP's. Raises PlayworldError when
+        the real step does not reproduce the trial of ``a`` (a non-deterministic emulator).
+        """
+        ale = self.ale
+        state = ale.cloneState(include_rng=True)
+        saved = (self.raw[0].copy(), self.raw[1].copy(), self.elapsed)
+        outcomes: list[tuple[np.ndarray, list[int]]] = []  # distinct pooled raw screens, with their actions
+        trial_a = None
+        for b in range(len(self.action_set)):
+            ale.restoreState(state)
+            self.raw[0][:], self.raw[1][:], self.elapsed = saved
+            raw = self._act(b)[0]
+            for seen, bs in outcomes:
+                if np.array_equal(seen, raw):
+                    bs.append(b)
+                    break
+            else:
+                outcomes.append((raw, [b]))
+            if b == a:
+                trial_a = raw
+        ale.restoreState(state)
+        self.raw[0][:], self.raw[1][:], self.elapsed = saved
+        raw, reward, term, trunc = self._act(a)
+        if not np.array_equal(raw, trial_a):
+            raise PlayworldError(
+                "the emulator is not deterministic: re-stepping the taken action after restoreState "
+                "gave another frame than its trial; action effects cannot be recorded for this game."
+            )
+        # Different raw screens can still resize to the same stored frame: compare resized ones.
+        frame = self.resize(raw)
+        same = [b for seen, bs in outcomes
+                if np.array_equal(seen, raw) or np.array_equal(self.resize(seen), frame) for b in bs]
+        equivalent = sum(1 << b for b in same)
+        return frame, reward, term, trunc, equivalent, self.noop not in same
+
+
+class _EffectsVectorEnv:
+    """``num_envs`` :class:`EffectsEnv` run one after another behind the vector env's interface
+    (``reset(seed=)``, ``step(actions)`` with next-step autoreset), whose ``step`` also returns
+    ``info["equivalent_actions"]`` and ``info["action_effect"]`` per env."""
+
+    def __init__(self, rom: str, num_envs: int, size: int, frame_skip: int, full_action_space: bool):
+        self.args = (rom, size, frame_skip, full_action_space)
+        self.num_envs, self.size = num_envs, size
+        self.envs: list[EffectsEnv] = []
+        self.needs_reset = np.zeros(num_envs, dtype=bool)
+        self.action_names = EffectsEnv(rom, size, frame_skip, full_action_space, 0, noop_max=0).action_names
+
+    def reset(self, seed: int):
+        rom, size, frame_skip, full = self.args
+        self.envs = [EffectsEnv(rom, size, frame_skip, full, seed + i) for i in range(self.num_envs)]
+        self.needs_reset[:] = False
+        return np.stack([e.reset() for e in self.envs])[:, None], {}
+
+    def step(self, actions: np.ndarray):
+        n = self.num_envs
+        obs = np.zeros((n, 1, self.size, self.size, 3), np.uint8)
+        reward, term, trunc = np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
+        equivalent, effect = np.zeros(n, np.int64), np.zeros(n, bool)
+        for i, env in enumerate(self.envs):
+            if self.needs_reset[i]:  # the action is ignored, as in the vector env: every action is equivalent
+                obs[i, 0] = env.reset()
+                equivalent[i] = (1 << len(env.action_set)) - 1
+            else:
+                obs[i, 0], reward[i], term[i], trunc[i], equivalent[i], effect[i] = env.step_with_effects(
+                    int(actions[i])
+                )
+        self.needs_reset = term | trunc
+        return obs, reward, term, trunc, {"equivalent_actions": equivalent, "action_effect": effect}
+
+    def close(self) -> None:
+        self.envs = []
+
+
+def make_effects_env(rom: str, num_envs: int, size: int, frame_skip: int, full_action_space: bool):
+    """The recorder's env with ``action_effects=True`` (see :class:`EffectsEnv`)."""
+    return _EffectsVectorEnv(rom, num_envs, size, frame_skip, full_action_space)
+
+
 def _minimal_action_set(rom: str) -> list[str]:
     import ale_py
     from ale_py import roms
@@ -114,6 +321,7 @@ def record_atari(
     max_episode_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    action_effects: bool = False,
 ) -> Path:
     """Record ``frames`` frames (split evenly over ``games``) into the dataset folder ``out``.
 
@@ -123,6 +331,8 @@ def record_atari(
     if not games:
         raise PlayworldError("no game given; pass at least one, e.g. --game Pitfall.")
     if policy == "expert":  # scripted RAM experts (+ some random play), recorded by their own recorder
+        if action_effects:
+            raise PlayworldError("--action-effects is supported with --policy random only.")
         from playworld.policy.experts import record_atari_expert
 
         return record_atari_expert(games, frames, size, seed, out, frame_skip=frame_skip,
@@ -152,6 +362,8 @@ def record_atari(
         "noop_max": 30,
         "max_episode_frames": max_episode_frames,
     }
+    if action_effects:  # only then, so recordings without the flag keep their meta.json as before
+        extra["action_effects"] = True
     with DatasetWriter(
         out,
         fps=ATARI_FPS / frame_skip,
@@ -175,6 +387,7 @@ def record_atari(
                 max_episode_frames=max_episode_frames,
                 full_action_space=full_action_space,
                 progress=progress,
+                action_effects=action_effects,
             )
             writer.action_names = names  # the same for every game (see full_action_space)
     return Path(out)
@@ -193,6 +406,7 @@ def _record_game(
     max_episode_frames: int,
     full_action_space: bool,
     progress: bool,
+    action_effects: bool = False,
 ) -> list[str]:
     """Play ``rom`` with ``envs`` emulators until ``frames`` frames are stored; returns action names."""
     from tqdm import tqdm
@@ -200,15 +414,20 @@ def _record_game(
     game = display_name(rom)
     n_envs = min(envs, frames)
     quota = np.array([frames // n_envs + (i < frames % n_envs) for i in range(n_envs)])
-    env = make_atari_env(rom, n_envs, size, frame_skip, full_action_space)
-    action_names = [a.name for a in env.ale.get_action_set()]
+    if action_effects:
+        env = make_effects_env(rom, n_envs, size, frame_skip, full_action_space)
+        action_names = list(env.action_names)
+    else:
+        env = make_atari_env(rom, n_envs, size, frame_skip, full_action_space)
+        action_names = [a.name for a in env.ale.get_action_set()]
     n_actions = len(action_names)
     rng = np.random.default_rng(seed)
 
     obs, _ = env.reset(seed=seed)  # env i is seeded with seed + i
     obs = obs.copy()  # the env reuses its output buffer
     # Per env: the frames/actions/rewards of the run (one env episode) not yet written.
-    buf = [{"frames": [], "actions": [], "rewards": []} for _ in range(n_envs)]
+    keys = ["frames", "actions", "rewards"] + (["equivalent_actions", "action_effect"] if action_effects else [])
+    buf = [{k: [] for k in keys} for _ in range(n_envs)]
     run = np.zeros(n_envs, dtype=np.int64)  # how many runs env i has finished
     run_start = np.zeros(n_envs, dtype=np.int64)  # run frame index of buf[i]'s first frame
     done = np.zeros(n_envs, dtype=bool)  # the frame in obs[i] is the last of its run
@@ -222,6 +441,12 @@ def _record_game(
         chunks = math.ceil(n / max_episode_frames)
         bounds = np.linspace(0, n, chunks + 1).round().astype(int)  # even split, no tiny tail
         for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            arrays = None
+            if action_effects:
+                arrays = {
+                    "action_effect": np.array(b["action_effect"][lo:hi], dtype=bool),
+                    "equivalent_actions": np.array(b["equivalent_actions"][lo:hi], dtype=np.int64),
+                }
             writer.add_episode(
                 np.stack(b["frames"][lo:hi]),  # (T, size, size, 3)
                 np.array(b["actions"][lo:hi], dtype=np.int64),
@@ -234,6 +459,7 @@ def _record_game(
                     run_start=int(run_start[i] + lo),
                     terminal=bool(terminal and c == chunks - 1),
                 ),
+                arrays=arrays,
             )
         for key in b:
             del b[key][:n]
@@ -249,10 +475,13 @@ def _record_game(
             for i in active:
                 buf[i]["frames"].append(obs[i, 0])  # obs: (envs, stack=1, size, size, 3)
                 buf[i]["actions"].append(action[i])
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             obs = obs.copy()  # the env reuses its output buffer
             for i in active:
                 buf[i]["rewards"].append(float(reward[i]))
+                if action_effects:
+                    buf[i]["equivalent_actions"].append(int(info["equivalent_actions"][i]))
+                    buf[i]["action_effect"].append(bool(info["action_effect"][i]))
                 stored[i] += 1
                 if done[i]:  # that frame ended the run; this step reset the env (action ignored)
                     flush(i, keep=0, terminal=True)
@@ -293,6 +522,13 @@ def replay_atari_episode(
             f"episode {i} continues an earlier one (run {info.get('run')}); replay a run's first episode."
         )
     actions = np.asarray(ep["actions"] if actions is None else actions, dtype=np.int64)
+    if extra.get("action_effects"):  # recorded with single emulators (EffectsEnv), not the vector env
+        env = EffectsEnv(resolve_game(info["game"]), extra["size"], extra["frame_skip"],
+                         extra["full_action_space"], int(info["env_seed"]), noop_max=extra.get("noop_max", 30))
+        frames = [env.reset()]
+        for a in actions[:-1]:
+            frames.append(env.step(int(a))[0])
+        return np.stack(frames)
     env = make_atari_env(
         resolve_game(info["game"]), 1, extra["size"], extra["frame_skip"], extra["full_action_space"]
     )
@@ -320,7 +556,7 @@ class RecordAtari:
     size: int = 64
     """Frames are stored as RGB size x size (resized in C++ by ale-py)."""
     policy: Literal["random", "expert"] = "random"
-    """Who plays: `random` holds a uniformly random action for a random number of steps (mean --mean-repeat); `expert` is a scripted player reading the RAM (Pong only; 25% of the frames random play, frames cropped to the playfield; see playworld.policy.experts)."""
+    """Who plays: `random` holds a uniformly random action for a random number of steps (mean --mean-repeat); `expert` is a scripted player reading the RAM (Pong, Breakout; 25% of the frames random play, frames cropped to the playfield; the Breakout expert explores: 10% random actions while the ball is far; see playworld.policy.experts)."""
     seed: int = 0
     """Seed of the policy and the emulators; the same seed records the same dataset."""
     frame_skip: int = 4
@@ -333,6 +569,8 @@ class RecordAtari:
     """Long games are cut into episodes of at most this many frames (splits are by episode)."""
     overwrite: bool = False
     """Replace an existing dataset at --out."""
+    action_effects: bool = False
+    """Also store, per frame, which actions would have given the same next frame as the taken one (`equivalent_actions`, a bitmask) and whether it differs from NOOP's (`action_effect`): every action is tried from the same emulator state. About 20x slower (single emulators, one try per action); for evaluating latent actions."""
 
     def run(self) -> int:
         path = record_atari(
@@ -347,6 +585,7 @@ class RecordAtari:
             mean_repeat=self.mean_repeat,
             max_episode_frames=self.max_episode_frames,
             overwrite=self.overwrite,
+            action_effects=self.action_effects,
         )
         ds = load_dataset(path)
         print(f"wrote {ds.num_frames} frames in {ds.num_episodes} episodes to {path}")

@@ -9,6 +9,7 @@ A dataset is a folder (format_version 1; full description in ``docs/data.md``)::
       actions.npy          int64 (N,) discrete ids, or float32 (N, D) continuous (absent: no actions)
       rewards.npy          float32 (N,)
       episode_index.npy    int64 (N,) the episode each frame belongs to
+      NAME.npy             optional extra per-frame arrays, (N, ...), listed in meta["frame_arrays"]
 
 Frames are global: frame ``n`` of the dataset lives in exactly one shard, episodes are
 contiguous runs of frames, and an episode never straddles two shards, so every episode's
@@ -43,6 +44,8 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 SHARD_PATTERN = "frames-{:05d}.npy"
 SPLITS = ("train", "val", "test")
+# Per-frame files every dataset has; extra per-frame arrays may not take these names.
+_RESERVED_ARRAYS = ("actions", "rewards", "episode_index", "meta", "frames")
 
 # Shard files are streamed to disk with a fixed-size .npy header that is rewritten with the
 # final frame count when the shard is closed; 128 bytes keeps the data 64-byte aligned.
@@ -132,6 +135,8 @@ class DatasetWriter:
         self._rewards: list[np.ndarray] = []
         self._action_dtype: np.dtype | None = None  # decided by the first episode
         self._action_shape: tuple[int, ...] | None = None
+        self._arrays: dict[str, list[np.ndarray]] = {}  # extra per-frame arrays, by name
+        self._array_specs: dict[str, tuple[np.dtype, tuple[int, ...]]] | None = None  # first episode's
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> DatasetWriter:
@@ -159,10 +164,13 @@ class DatasetWriter:
         actions: np.ndarray | None = None,
         rewards: np.ndarray | None = None,
         info: dict | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Append one episode: ``frames`` uint8 (T, H, W, 3); ``actions`` int (T,) or float (T, D);
         ``rewards`` (T,) (zeros if None); ``info`` a JSON-able dict (``info["source"]`` names
-        where the episode came from: a game or a file; defaults to the dataset's source)."""
+        where the episode came from: a game or a file; defaults to the dataset's source);
+        ``arrays`` extra per-frame arrays ``{name: (T, ...)}`` (stored as ``NAME.npy``; the first
+        episode decides their names, dtypes and shapes, and every episode then needs the same)."""
         if self._closed:
             raise RuntimeError("add_episode() after close()")
         frames = np.asarray(frames)
@@ -173,6 +181,7 @@ class DatasetWriter:
         if t == 0:
             raise ValueError("an episode needs at least one frame")
         actions = self._check_actions(actions, t)
+        arrays = self._check_arrays(arrays, t)
         if rewards is None:
             rewards = np.zeros(t, np.float32)
         rewards = np.asarray(rewards, dtype=np.float32)
@@ -201,6 +210,8 @@ class DatasetWriter:
         self._episodes.append({"start": self._num_frames, "length": t, "source": source, "info": info})
         if actions is not None:
             self._actions.append(actions)
+        for name, arr in arrays.items():
+            self._arrays.setdefault(name, []).append(arr)
         self._rewards.append(rewards)
         self._num_frames += t
 
@@ -237,6 +248,25 @@ class DatasetWriter:
             )
         return actions
 
+    def _check_arrays(self, arrays: dict[str, np.ndarray] | None, t: int) -> dict[str, np.ndarray]:
+        arrays = {str(k): np.asarray(v) for k, v in (arrays or {}).items()}
+        for name, arr in arrays.items():
+            if not name.isidentifier() or name in _RESERVED_ARRAYS:
+                raise ValueError(f"per-frame array name {name!r} must be an identifier other than {_RESERVED_ARRAYS}")
+            if arr.ndim < 1 or len(arr) != t:
+                raise ValueError(f"per-frame array {name!r} has shape {arr.shape}; it needs one row per frame ({t})")
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"per-frame array {name!r} must be bool, int or float, got {arr.dtype}")
+        specs = {k: (v.dtype, v.shape[1:]) for k, v in arrays.items()}
+        if self._array_specs is None:
+            self._array_specs = specs
+        elif specs != self._array_specs:
+            raise ValueError(
+                f"per-frame arrays {specs} differ from the first episode's {self._array_specs}; "
+                "every episode needs the same arrays"
+            )
+        return arrays
+
     def _finish_shard(self) -> None:
         h, w = self.frame_size
         f = self._shard_file
@@ -260,6 +290,8 @@ class DatasetWriter:
                 self._tmp / "episode_index.npy", np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
             )
             np.save(self._tmp / "rewards.npy", np.concatenate(self._rewards))
+            for name, parts in self._arrays.items():
+                np.save(self._tmp / f"{name}.npy", np.concatenate(parts))
             actions = None
             if self._actions:
                 actions = np.concatenate(self._actions)
@@ -311,6 +343,11 @@ class DatasetWriter:
             "shards": self._shards,
             "episodes": self._episodes,
             "extra": self.extra_meta,
+            **(
+                {"frame_arrays": {k: {"dtype": str(d), "shape": list(sh)} for k, (d, sh) in self._array_specs.items()}}
+                if self._array_specs
+                else {}
+            ),
         }
 
 
@@ -328,6 +365,13 @@ class VideoDataset:
         self.source: str = meta.get("source", "unknown")
         self.action_names: list[str] | None = meta.get("action_names")
         self.has_actions: bool = meta.get("action_dtype") is not None
+        frame_arrays = meta.get("frame_arrays") or {}
+        if not isinstance(frame_arrays, dict) or any(
+            not isinstance(k, str) or not k.isidentifier() or k in _RESERVED_ARRAYS for k in frame_arrays
+        ):
+            raise ValueError(f"frame_arrays must map plain names to specs, got {frame_arrays!r}")
+        self.frame_array_names: list[str] = list(frame_arrays)
+        """Names of the extra per-frame arrays (``NAME.npy``), e.g. ``action_effect``; often empty."""
         eps = meta["episodes"]
         self.episode_starts = np.array([e["start"] for e in eps], dtype=np.int64)
         self.episode_lengths = np.array([e["length"] for e in eps], dtype=np.int64)
@@ -380,6 +424,8 @@ class VideoDataset:
             shards.append(arr)
         arrays: dict[str, np.ndarray | None] = {"rewards": _open_npy(self.root / "rewards.npy")}
         arrays["actions"] = _open_npy(self.root / "actions.npy") if self.has_actions else None
+        for name in self.frame_array_names:
+            arrays[name] = _open_npy(self.root / f"{name}.npy")
         for name, arr in arrays.items():
             if arr is not None and len(arr) != self.num_frames:
                 raise PlayworldError(
@@ -412,6 +458,22 @@ class VideoDataset:
         if self._arrays is None:
             self._open()
         return self._arrays["rewards"]
+
+    def frame_array(self, name: str) -> np.ndarray:
+        """The extra per-frame array ``name`` (a memory map, (N, ...)), e.g. ``action_effect``.
+
+        Raises a KeyError naming the arrays the dataset has when it has no ``name``.
+        """
+        if name not in self.frame_array_names:
+            raise KeyError(f"{self.root} has no per-frame array {name!r} (it has: {self.frame_array_names or 'none'})")
+        if self._arrays is None:
+            self._open()
+        return self._arrays[name]
+
+    def episode_array(self, name: str, i: int) -> np.ndarray:
+        """Episode ``i``'s rows of the per-frame array ``name`` (a zero-copy view)."""
+        s = int(self.episode_starts[i])
+        return self.frame_array(name)[s : s + int(self.episode_lengths[i])]
 
     @property
     def episode_index(self) -> np.ndarray:

@@ -64,6 +64,8 @@ def dataset_summary(ds: VideoDataset) -> dict:
         "splits": {s: ds.split_episodes(s) for s in ("train", "val", "test")},
         "rewards": None,
         "actions": None,
+        "frame_arrays": list(getattr(ds, "frame_array_names", [])),
+        "action_effects": None,
     }
     if rewards is not None:
         summary["rewards"] = (float(np.sum(rewards, dtype=np.float64)), int(np.count_nonzero(rewards)))
@@ -75,6 +77,13 @@ def dataset_summary(ds: VideoDataset) -> dict:
         else:
             stats = {k: getattr(actions, k)(0).tolist() for k in ("mean", "std", "min", "max")}
             summary["actions"] = {"kind": "continuous", **stats}
+    if {"action_effect", "equivalent_actions"} <= set(summary["frame_arrays"]) and ds.action_names:
+        effect = np.asarray(ds.frame_array("action_effect"), dtype=bool)
+        bits = (np.asarray(ds.frame_array("equivalent_actions"))[:, None] >> np.arange(len(ds.action_names))) & 1
+        summary["action_effects"] = {
+            "effect_share": float(effect.mean()),
+            "mean_equivalent_on_effect": float(bits[effect].sum(1).mean()) if effect.any() else float("nan"),
+        }
     return summary
 
 
@@ -118,6 +127,12 @@ class DataInfo:
         shape = ds.meta.get("action_shape")
         shape = tuple(shape) if shape is not None else (len(ds.action_names or []),)
         rows.append(("actions", f"{dtype} {shape}" if ds.has_actions else "none"))
+        if s["frame_arrays"]:
+            rows.append(("per-frame arrays", ", ".join(s["frame_arrays"])))
+        if s["action_effects"] is not None:
+            fx = s["action_effects"]
+            rows.append(("action effects", f"{100 * fx['effect_share']:.1f}% of actions change the next frame vs NOOP; "
+                                           f"those have {fx['mean_equivalent_on_effect']:.1f} equivalent actions on average"))
         for k, v in rows:
             overview.add_row(k, v)
         console.print(overview)

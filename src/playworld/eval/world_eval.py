@@ -10,8 +10,11 @@ For every sampled test clip ``x_0 .. x_H`` (H = ``--horizon``, default Genie's t
 - **latent actions**: codebook usage and perplexity on the test transitions; where the data has
   true actions, the normalised mutual information between latent and true actions, and the
   accuracy of the best latent -> true action map fitted on the validation split and scored on
-  the test split (all transitions, and those whose action has a visible effect: the true
-  action is not NOOP and the frame changed);
+  the test split (all transitions, and those whose action has a visible effect). On data
+  recorded with ``--action-effects`` "visible effect" is the emulator's answer (the taken
+  action's next frame differs from NOOP's) and ``map_accuracy_effect_equivalent`` also counts
+  a mapped action as right when it gives the same next frame as the taken one; on other data
+  it is approximated as "the true action is not NOOP and the frame changed";
 - **Fréchet distance** between real and generated frames on features of the ImageNet-trained
   EfficientNet-lite0 (an FID-style proxy for FVD, whose I3D weights cannot be fetched here;
   pass another extractor to :func:`evaluate_world` for true FVD).
@@ -37,13 +40,41 @@ from playworld.world.world import World, frames_to_video
 log = get_logger("eval")
 
 
-def _clip_batches(clips: ClipDataset, n: int, batch_size: int, seed: int):
+def _clip_batches(clips: ClipDataset, n: int, batch_size: int, seed: int, with_position: bool = False):
+    """Batches of ``n`` random clips: ``(frames, actions)``, plus ``(episodes, starts)`` of each
+    clip with ``with_position``."""
     idx = np.random.default_rng(seed).permutation(len(clips))[:n]
     for s in range(0, len(idx), batch_size):
         items = [clips[int(i)] for i in idx[s : s + batch_size]]
         frames = torch.stack([it["frames"] for it in items])  # (B, T, H, W, 3)
         actions = torch.stack([it["actions"] for it in items]) if "actions" in items[0] else None
-        yield frames, actions
+        if with_position:
+            yield frames, actions, [it["episode"] for it in items], [it["start"] for it in items]
+        else:
+            yield frames, actions
+
+
+EFFECT_ARRAYS = ("action_effect", "equivalent_actions")  # written by `playworld record atari --action-effects`
+
+
+def fit_equivalent_action_map(latent: np.ndarray, equivalent: np.ndarray, num_latent: int, num_true: int) -> np.ndarray:
+    """Map each latent code to the action most often *equivalent* to the taken one on its steps:
+    ``mapping[z] = argmax_b #{steps with code z whose equivalence bitmask has bit b}`` (ties: lowest
+    id; unseen codes: the action most often equivalent overall). This is the map that maximises
+    :func:`equivalent_map_accuracy` on the steps it is fitted on."""
+    bits = (np.asarray(equivalent, np.int64)[:, None] >> np.arange(num_true)) & 1  # (N, num_true)
+    counts = np.zeros((num_latent, num_true), np.int64)
+    np.add.at(counts, np.asarray(latent, np.int64), bits)
+    mapping = counts.argmax(axis=1)
+    mapping[counts.sum(axis=1) == 0] = bits.sum(axis=0).argmax() if len(bits) else 0
+    return mapping.astype(np.int64)
+
+
+def equivalent_map_accuracy(mapping: np.ndarray, latent: np.ndarray, equivalent: np.ndarray) -> float:
+    """Fraction of steps whose mapped action ``mapping[latent]`` is in the step's equivalence set
+    (bit ``mapping[latent]`` of ``equivalent``: that action gives the same next frame as the taken one)."""
+    m = np.asarray(mapping, np.int64)[np.asarray(latent, np.int64)]
+    return float(((np.asarray(equivalent, np.int64) >> m) & 1).mean()) if len(m) else float("nan")
 
 
 @torch.no_grad()
@@ -56,27 +87,39 @@ def latent_action_agreement(lam, data, seed: int = 0, max_clips: int = 256, clip
     out: dict[str, Any] = {}
     device = next(lam.parameters()).device
     lam.eval()
+    # Emulator-grounded effects (`record atari --action-effects`), when the dataset has them.
+    has_effects = all(n in getattr(ds, "frame_array_names", ()) for n in EFFECT_ARRAYS)
 
-    def collect(split: str):
+    def collect(split: str) -> dict[str, np.ndarray]:
+        """Per transition (clip frame t -> t+1) of up to ``max_clips`` clips of ``split``."""
         clips = ClipDataset(ds, clip_len, split=split, with_actions=ds.has_actions, seed=seed)
-        lat, tru, changed = [], [], []
-        for frames, actions in _clip_batches(clips, max_clips, 16, seed):
+        got: dict[str, list[np.ndarray]] = {"latent": [], "true": [], "changed": [], **{n: [] for n in EFFECT_ARRAYS}}
+        for frames, actions, episodes, starts in _clip_batches(clips, max_clips, 16, seed, with_position=True):
             video = frames_to_video(frames, device)
-            lat.append(lam.infer_actions(video).cpu().numpy().ravel())
+            got["latent"].append(lam.infer_actions(video).cpu().numpy().ravel())
             diff = (frames[:, 1:].float() - frames[:, :-1].float()).abs().mean(dim=(2, 3, 4))  # (B, T-1)
-            changed.append((diff > 0.5).numpy().ravel())
+            got["changed"].append((diff > 0.5).numpy().ravel())
             if actions is not None:
-                tru.append(actions[:, :-1].numpy().ravel())
-        return np.concatenate(lat), (np.concatenate(tru) if tru else None), np.concatenate(changed)
+                got["true"].append(actions[:, :-1].numpy().ravel())
+            if has_effects:  # the rows of the clip's first T-1 frames: their actions lead to frames 1..T-1
+                for name in EFFECT_ARRAYS:
+                    got[name] += [np.asarray(ds.episode_array(name, e)[s : s + clip_len - 1]) for e, s in zip(episodes, starts, strict=True)]
+        return {k: np.concatenate(v) for k, v in got.items() if v}
 
-    lat_test, true_test, changed = collect("test")
+    test = collect("test")
+    lat_test = test["latent"]
     out.update({f"latent_{k}": v for k, v in codebook_stats(lat_test, lam.num_actions).items()})
-    if true_test is not None and ds.action_names and ds.actions is not None and ds.actions.ndim == 1:
+    if "true" in test and ds.action_names and ds.actions is not None and ds.actions.ndim == 1:
+        true_test = test["true"]
         n_true = len(ds.action_names)
-        lat_val, true_val, _ = collect("val")
+        val = collect("val")
+        lat_val, true_val = val["latent"], val["true"]
         mapping = fit_latent_action_map(lat_val, true_val, lam.num_actions, n_true)
         names = [n.upper() for n in ds.action_names]
-        effect = changed & (true_test != (names.index("NOOP") if "NOOP" in names else -1))
+        if has_effects:
+            effect = test["action_effect"].astype(bool)
+        else:
+            effect = test["changed"] & (true_test != (names.index("NOOP") if "NOOP" in names else -1))
         majority = np.bincount(true_val, minlength=n_true).argmax()
         out.update(
             nmi=normalized_mutual_info(lat_test, true_test),
@@ -84,8 +127,24 @@ def latent_action_agreement(lam, data, seed: int = 0, max_clips: int = 256, clip
             map_accuracy_visible_effect=latent_map_accuracy(mapping, lat_test[effect], true_test[effect]) if effect.any() else float("nan"),
             majority_baseline_accuracy=float((true_test == majority).mean()),
             visible_effect_transitions=int(effect.sum()),
+            visible_effect_definition=(
+                "emulator: next frame differs from NOOP's" if has_effects else "frame changed and action != NOOP"
+            ),
             latent_to_true={i: ds.action_names[int(m)] for i, m in enumerate(mapping)},
         )
+        if has_effects:
+            # Fitted on val's effect transitions, scored on test's: right when the mapped action
+            # gives the same next frame as the taken one.
+            eff_val = val["action_effect"].astype(bool)
+            eq_map = fit_equivalent_action_map(lat_val[eff_val], val["equivalent_actions"][eff_val], lam.num_actions, n_true)
+            const = fit_equivalent_action_map(np.zeros(int(eff_val.sum()), np.int64), val["equivalent_actions"][eff_val], 1, n_true)
+            eq_test = test["equivalent_actions"][effect]
+            out.update(
+                map_accuracy_effect_equivalent=equivalent_map_accuracy(eq_map, lat_test[effect], eq_test),
+                effect_equivalent_baseline_accuracy=equivalent_map_accuracy(const, np.zeros(len(eq_test), np.int64), eq_test),
+                visible_effect_share=float(effect.mean()),
+                latent_to_equivalent_action={i: ds.action_names[int(m)] for i, m in enumerate(eq_map)},
+            )
     return out
 
 
@@ -173,6 +232,7 @@ TARGETS = {  # issue #3's targets (64x64 Atari test episodes)
     "dtpsnr_t4": (">=", 1.5),
     "latent_usage": (">=", 6),
     "map_accuracy_visible_effect": (">=", 0.8),
+    "map_accuracy_effect_equivalent": (">=", 0.8),
 }
 
 
@@ -181,7 +241,7 @@ def print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="playworld world evaluation")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_column("target")
     for k, v in res.items():
