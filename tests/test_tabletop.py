@@ -201,3 +201,41 @@ def test_suites_hold_out_what_they_say():
             assert sum(o.color == ep.tray.color for o in ep.objects) == 1
     for ep in seen + unseen_ins + reasoning:
         assert set(ep.instruction) <= charset and len(ep.instruction) <= tasks.INSTRUCTION_MAX_LEN
+
+
+def test_dart_noise_perturbs_executed_actions_but_labels_stay_clean(blind_env):
+    """DART recovery data: the env runs noisy actions, the labels are the expert's clean ones."""
+    ep = get_suite("seen", ["pick"]).episodes(1, seed=11)[0]
+    clean = run_expert_episode(blind_env, episode=ep, record=False)
+    np.testing.assert_array_equal(clean["executed_actions"], clean["actions"])  # no noise: what was sent
+    noisy = run_expert_episode(blind_env, episode=ep, record=False, action_noise=0.015, noise_seed=3)
+    again = run_expert_episode(blind_env, episode=ep, record=False, action_noise=0.015, noise_seed=3)
+    np.testing.assert_array_equal(noisy["executed_actions"], again["executed_actions"])  # seeded
+    sent, label = noisy["executed_actions"], noisy["actions"]
+    moved = np.abs(sent[:, 1:4] - label[:, 1:4]).max(1) > 0
+    # noise_prob=1 (the default here): every step but the last is perturbed, on dx..dz and dyaw only
+    assert moved[:-1].all() and not moved[-1]  # the final terminate step is never perturbed
+    np.testing.assert_array_equal(sent[:, [0, 4, 5, 7]], label[:, [0, 4, 5, 7]])  # terminate, roll, pitch, gripper
+    assert (sent >= blind_env.action_space.low).all() and (sent <= blind_env.action_space.high).all()
+    # the labels are what the expert asks for from the perturbed states: they differ from the clean run
+    assert len(label) != len(clean["actions"]) or not np.array_equal(label, clean["actions"])
+    # noise_prob 0.3 (the recorder's default): about that share of steps, and the expert still succeeds
+    few = run_expert_episode(blind_env, episode=ep, record=False, action_noise=0.015, noise_seed=3, noise_prob=0.3)
+    share = (np.abs(few["executed_actions"] - few["actions"]).max(1) > 0)[:-1].mean()
+    assert 0.1 < share < 0.5, share
+    assert few["success"]
+    with pytest.raises(ValueError):
+        run_expert_episode(blind_env, episode=ep, record=False, action_noise=-1.0)
+
+
+def test_expert_actions_are_a_function_of_what_the_policy_sees(blind_env):
+    """No timed waits: the expert never shows the same observation twice in a row with different
+    actions (a wait of N steps would: "stay" N-1 times, then "go on" - which a policy that reads
+    one observation can only imitate by sampling, and greedy decoding would stall on)."""
+    eps = get_suite("seen").episodes(15, seed=21)
+    for ep in eps:
+        r = run_expert_episode(blind_env, episode=ep)
+        s, a = r["states"], r["actions"]
+        same = np.abs(np.diff(s, axis=0)).max(1) < 5e-4  # (T-1,): the robot did not move
+        differ = np.abs(np.diff(a, axis=0)).max(1) > 1e-6
+        assert not (same & differ).any(), (ep.instruction, np.flatnonzero(same & differ))

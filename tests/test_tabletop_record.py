@@ -118,3 +118,24 @@ def test_bad_settings_are_user_errors(tmp_path):
         RecordTabletop(out=tmp_path / "a", size=33)
     with pytest.raises(PlayworldError, match="its tasks are"):
         RecordTabletop(out=tmp_path / "a", suite="symbols", tasks=("stack",))
+
+
+def test_record_with_dart_noise_keeps_clean_labels(tmp_path):
+    out = tmp_path / "dart"
+    report = record_tabletop(out, episodes=1, workers=1, size=32, seed=2, tasks=("pick",), progress=False,
+                             action_noise=0.015, noise_prob=0.5)
+    meta = json.loads((out / "meta/playworld.json").read_text())
+    assert meta["action_noise"] == 0.015 and meta["noise_prob"] == 0.5
+    ds = load_lerobot(out)
+    ep = ds.episode(0)
+    # the stored actions are the expert's clean labels for the (perturbed) states it saw
+    env = Tabletop(image_size=32, terminate_on_success=False, tasks=("pick",))
+    spec = EpisodeSpec.from_dict(json.loads(ds.episodes[0]["playworld/spec"]))
+    k = report.attempts - 1  # the one successful attempt is the last one
+    want = run_expert_episode(env, episode=spec, action_noise=0.015, noise_prob=0.5, noise_seed=[2, k, 7])
+    env.close()
+    np.testing.assert_array_equal(ep["actions"], want["actions"])
+    np.testing.assert_array_equal(ep["state"], want["states"])
+    assert not np.array_equal(want["executed_actions"], want["actions"])
+    with pytest.raises(PlayworldError, match="action-noise"):
+        RecordTabletop(out=tmp_path / "x", action_noise=0.5)

@@ -151,6 +151,24 @@ def test_loss_mask_covers_only_answer_and_action_tokens(model):
     assert "action_token_acc" in logs and "answer_token_acc" in logs
 
 
+def test_per_dimension_action_accuracy_is_logged():
+    names = ["terminate", "dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    m = _model(action_tokenizer=ActionTokenizer(Q01, Q99, names=names).to_dict())
+    prompt = robot_prompt("put the red cube in the tray")
+    rows = [m.make_example(prompt, m.action_target_ids(b)) for b in ([1, 2, 3, 4, 5, 6, 7, 8], [9, 8, 7, 6, 5, 4, 3, 2])]
+    rows.append(m.make_example(vqa_prompt("what colour is the tray?"), m.answer_target_ids("yellow")))
+    ids, labels = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    img = _image(3)
+    with torch.no_grad():
+        _, logs = m.training_step(img, ids, labels, _state(img))
+        pred = m.logits(m(img, ids, _state(img))).argmax(-1)  # (3, L)
+    sel = labels[:2] != IGNORE  # the two robot rows: 8 action tokens each, in order
+    right = (pred[:2][sel] == labels[:2][sel]).view(2, 8).float().mean(0)
+    for k, name in enumerate(names):
+        assert logs[f"action_acc/{name}"] == pytest.approx(float(right[k]))
+    assert logs["action_token_acc"] == pytest.approx(float(right.mean()))
+
+
 def test_too_long_example_is_rejected(model):
     with pytest.raises(PlayworldError, match="max_text_len"):
         model.make_example(robot_prompt("pick up the red cube " * 10), model.action_target_ids([0] * 8))

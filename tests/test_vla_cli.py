@@ -19,13 +19,24 @@ def demos(tmp_path_factory):
 
 
 def test_train_and_eval_commands(demos, tmp_path, capsys):
+    import torch
+
     out = tmp_path / "vla"
-    rc = main([
-        "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
-        "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
-    ])
+    threads = torch.get_num_threads()
+    try:
+        rc = main([
+            "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
+            "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
+            "--threads", "1",
+        ])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     assert {"config.json", "model.safetensors", "action_tokenizer.json"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "train_summary.json").read_text())
+    # exact-bin accuracy per action dimension, named after the dataset's action names
+    assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)
     rc = main([
         "eval", "vla", "--policy", str(out), "--episodes", "1", "--max-steps", "3", "--vqa-per-episode", "1",
         "--gif-episodes", "1",

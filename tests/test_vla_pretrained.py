@@ -6,6 +6,7 @@ Skipped with the reason when the optional packages (``pip install 'playworld[vla
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
 import numpy as np
@@ -106,6 +107,91 @@ def test_local_hf_folder_trains_with_lora_and_round_trips(hf_folder, tmp_path):
     a = decode_actions(model, *model.prefill(img[:1], prompt))
     b = decode_actions(loaded, *loaded.prefill(img[:1], prompt))
     assert torch.equal(a[0], b[0]) and set(a[1].flatten().tolist()) <= set(model.config.action_token_ids)
+
+
+def _trained_like(backbone, seed=0) -> VLA:
+    """A VLA whose LoRA matrices are not zero (as after training), so merging them matters."""
+    torch.manual_seed(seed)
+    cfg = _config(backbone)
+    cfg.use_state, cfg.state_q01, cfg.state_q99 = True, (-1.0,) * 8, (1.0,) * 8
+    model = VLA(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+        model.action_embed.mul_(30.0)  # sharper action distributions than at initialisation
+    return model
+
+
+def test_fast_inference_path_gives_the_reference_actions(hf_folder):
+    """VLAPolicy's fast path (LoRA merged, fused q/k/v and gate/up, lean one-token step on
+    ATen's matrix-vector kernel) computes the reference path's numbers: same actions on fixed
+    inputs, greedy and sampled, and logits equal to float32 rounding."""
+    from playworld.policy.vla_policy import VLAPolicy
+
+    model = _trained_like(hf_folder)
+    ref = VLAPolicy(copy.deepcopy(model), dtype="float32", fast=False)
+    fast = VLAPolicy(model, dtype="float32")
+    assert fast.model.lm.lora_merged and not ref.model.lm.lora_merged
+    assert not any("lora_" in k for k in fast.model.state_dict())
+    assert all(hasattr(layer, "_playworld_fused") for layer in fast.model.lm._decoder[0].layers)
+    rng = np.random.default_rng(0)
+    obs = [
+        {"image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "state": rng.uniform(-1, 1, 8)}
+        for _ in range(6)
+    ]
+    for temperature in (0.0, 1.0):
+        ref.temperature = fast.temperature = temperature
+        ref.reset(seed=3)
+        fast.reset(seed=3)
+        for o in obs:
+            a, b = ref.select_action(o, "pick up the red cube"), fast.select_action(o, "pick up the red cube")
+            assert ref.last_action_text == fast.last_action_text and np.array_equal(a, b)
+    # the logits themselves, teacher-forced over the same action tokens
+    with torch.inference_mode():
+        prompt = ref.prompt_ids(robot_prompt("pick up the red cube"))
+        toks = ref.model.action_ids[torch.arange(8) * 31]
+        logits = []
+        for pol in (ref, fast):
+            h, cache = pol.model.prefill(pol.prepare_image(obs[0]), prompt, pol.prepare_state(obs[0]))
+            out = [pol.model.action_logits(h)]
+            for t in toks[:7]:
+                h, cache = pol.model.extend(t.view(1, 1), cache)
+                out.append(pol.model.action_logits(h))
+            logits.append(torch.cat(out))
+    assert logits[0].std() > 1.0  # not a degenerate comparison
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+    with pytest.raises(Exception, match="merged"):
+        fast.model.save_pretrained("/nonexistent/never-written")
+
+
+def test_lean_forward_matches_the_hf_forward(hf_folder):
+    """HFLanguageModel.lean_forward (with and without fused projections) = LlamaModel.forward,
+    for a prefix on an empty cache and for one token after it, in float32 and bf16."""
+    model = _trained_like(hf_folder, seed=1)
+    lm = model.lm
+    assert lm.merge_lora() and not lm.merge_lora()  # merges once
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        x = torch.randn(2, 5, lm.dim, dtype=dtype)
+        new = torch.randn(2, 1, lm.dim, dtype=dtype)
+
+        def run(forward, x, new):
+            with torch.inference_mode():
+                cache = lm.new_cache()
+                prefix = forward(x, cache)
+                step = forward(new, cache)
+                assert cache.get_seq_length() == 6
+            return prefix, step
+
+        want = run(lambda e, c: lm._hf_forward(e, c)[0], x, new)
+        lean = run(lm.lean_forward, x, new)
+        assert lm.fuse_projections() == len(lm._decoder[0].layers)
+        fused = run(lm.lean_forward, x, new)
+        tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
+        for a, b, c in zip(want, lean, fused, strict=True):
+            torch.testing.assert_close(b, a, **tol)
+            torch.testing.assert_close(c, b, atol=0, rtol=0)  # the same dot products, fused or not
 
 
 @pytest.mark.slow  # de-quantising 135M parameters and ranking 49k tokens: ~30 s idle, minutes on a busy CPU

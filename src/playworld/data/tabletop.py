@@ -33,14 +33,16 @@ CAMERA = "front"
 
 _env = None
 _suite = None
+_noise = (0.0, 1.0)  # (action_noise, noise_prob)
 
 
-def _init_worker(env_kwargs: dict[str, Any]) -> None:
-    global _env, _suite
+def _init_worker(env_kwargs: dict[str, Any], noise: tuple[float, float] = (0.0, 1.0)) -> None:
+    global _env, _suite, _noise
     from playworld.envs.tabletop import Tabletop
 
     _env = Tabletop(**env_kwargs)
     _suite = _env.suite
+    _noise = noise
 
 
 def _run_attempt(job: tuple[int, int]) -> dict[str, Any]:
@@ -50,25 +52,27 @@ def _run_attempt(job: tuple[int, int]) -> dict[str, Any]:
 
     seed, k = job
     spec = _suite.sample(episode_seed(seed, k))
-    result = run_expert_episode(_env, episode=spec)
+    result = run_expert_episode(
+        _env, episode=spec, action_noise=_noise[0], noise_prob=_noise[1], noise_seed=[seed, k, 7]
+    )
     result["attempt"] = k
     return result
 
 
 def _attempts(
-    env_kwargs: dict[str, Any], seed: int, max_attempts: int, workers: int
+    env_kwargs: dict[str, Any], seed: int, max_attempts: int, workers: int, noise: tuple[float, float] = (0.0, 1.0)
 ) -> Iterator[dict[str, Any]]:
     """Expert episodes for attempts 0, 1, 2, ... in order (lazily; stop iterating to stop)."""
     jobs = ((seed, k) for k in range(max_attempts))
     if workers <= 1:
-        _init_worker(env_kwargs)
+        _init_worker(env_kwargs, noise)
         try:
             yield from map(_run_attempt, jobs)
         finally:
             _env.close()
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(env_kwargs,)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(env_kwargs, noise)) as pool:
         # imap keeps attempt order; chunksize 1 so no worker sits on a queue of unneeded jobs
         yield from pool.imap(_run_attempt, jobs, chunksize=1)
 
@@ -114,8 +118,14 @@ def record_tabletop(
     max_steps: int = 120,
     overwrite: bool = False,
     progress: bool = True,
+    action_noise: float = 0.0,
+    noise_prob: float = 0.3,
 ) -> RecordReport:
-    """Record ``episodes`` successful expert episodes into a LeRobot v3.0 folder at ``out``."""
+    """Record ``episodes`` successful expert episodes into a LeRobot v3.0 folder at ``out``.
+
+    ``action_noise > 0``: DART recovery data - the executed actions of a share ``noise_prob`` of
+    the steps get Gaussian noise, the recorded actions are the expert's clean ones (see
+    :func:`~playworld.envs.tabletop.run_expert_episode`)."""
     from tqdm import tqdm
 
     from playworld.data.lerobot import LeRobotWriter
@@ -157,7 +167,7 @@ def record_tabletop(
         writer,
         tqdm(total=episodes, desc=f"record tabletop/{suite}", unit="ep", disable=not progress) as bar,
     ):
-        stream = _attempts(env_kwargs, seed, max_attempts, workers)
+        stream = _attempts(env_kwargs, seed, max_attempts, workers, (action_noise, noise_prob if action_noise > 0 else 0.0))
         try:
             for result in stream:
                 attempts += 1
@@ -206,6 +216,8 @@ def record_tabletop(
             "seed": seed,
             "size": size,
             "max_steps": max_steps,
+            "action_noise": action_noise,
+            "noise_prob": noise_prob if action_noise > 0 else 0.0,
             "control_hz": config.control_hz,
             "attempts": attempts,
             "episodes": writer.num_episodes,
@@ -237,6 +249,10 @@ class RecordTabletop:
     """Seed of the episode list; the same seed writes the same dataset."""
     max_steps: int = 120
     """Control steps (10 Hz) before an episode is cut off as a failure."""
+    action_noise: float = 0.0
+    """DART recovery data: std (m) of Gaussian noise on the executed dx, dy, dz (5x in rad on dyaw); the recorded action stays the expert's clean one, so demos show recoveries from drift (0 = clean; docs/vla.md)."""
+    noise_prob: float = 0.3
+    """With --action-noise: share of steps perturbed (the clean steps between let the expert reach its waypoints)."""
     overwrite: bool = False
     """Replace an existing dataset at --out."""
     progress: bool = True
@@ -251,6 +267,10 @@ class RecordTabletop:
             raise PlayworldError(
                 f"--size must be an even number in [16, 1024] (H.264 needs even sizes), got {self.size}."
             )
+        if not 0 <= self.action_noise <= 0.05:
+            raise PlayworldError(f"--action-noise must be in [0, 0.05] metres, got {self.action_noise}.")
+        if not 0 < self.noise_prob <= 1:
+            raise PlayworldError(f"--noise-prob must be in (0, 1], got {self.noise_prob}.")
         if self.max_steps < 10:
             raise PlayworldError(
                 f"--max-steps must be >= 10 (the expert needs ~30-40), got {self.max_steps}."
@@ -271,6 +291,8 @@ class RecordTabletop:
             max_steps=self.max_steps,
             overwrite=self.overwrite,
             progress=self.progress,
+            action_noise=self.action_noise,
+            noise_prob=self.noise_prob,
         )
         print(report.summary())
         print(

@@ -165,8 +165,8 @@ class EvalVLA:
     """Weights at inference."""
     unconstrained: bool = False
     """Switch off the action-token constraint (ablation)."""
-    temperature: float = 1.0
-    """Sampling temperature of the action tokens (0 = greedy; see docs/vla.md for why 1 is the default)."""
+    temperature: float = 0.0
+    """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     out: Path | None = None

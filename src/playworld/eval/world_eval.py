@@ -22,7 +22,6 @@ For every sampled test clip ``x_0 .. x_H`` (H = ``--horizon``, default Genie's t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +80,12 @@ def equivalent_map_accuracy(mapping: np.ndarray, latent: np.ndarray, equivalent:
 def latent_action_agreement(lam, data, seed: int = 0, max_clips: int = 256, clip_len: int = 8) -> dict[str, Any]:
     """Latent vs true actions of a :class:`LatentActionModel`: codebook usage on the test split and,
     where the data has true actions, NMI and a latent -> true map fitted on val, scored on test."""
-    from playworld.eval.metrics import codebook_stats, fit_latent_action_map, latent_map_accuracy, normalized_mutual_info
+    from playworld.eval.metrics import (
+        codebook_stats,
+        fit_latent_action_map,
+        latent_map_accuracy,
+        normalized_mutual_info,
+    )
 
     ds = load_dataset(data)
     out: dict[str, Any] = {}

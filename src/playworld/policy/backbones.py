@@ -303,8 +303,33 @@ class TinyLM(nn.Module):
         return self.ln_f(x), cache
 
 
+@contextlib.contextmanager
+def native_cpu_gemv():
+    """Switch oneDNN off for matrix-vector products (one-token decode steps) on the CPU.
+
+    For a single row, ATen's own bf16 kernel (fp32 accumulation) reads the weights about twice
+    as fast as oneDNN's matmul on this machine: SmolLM2's 210 linear layers took 10.9 ms instead
+    of 19.2 ms (bf16, 1 thread; ``docs/vla.md``). Prefill (36 rows) and convolutions stay on
+    oneDNN, which is several times faster there. fp32 matmuls use MKL either way.
+    """
+    prev = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(prev)
+
+
 class HFLanguageModel(nn.Module):
-    """A Hugging Face causal LM (optionally LoRA-wrapped by peft) behind the three VLA calls."""
+    """A Hugging Face causal LM (optionally LoRA-wrapped by peft) behind the three VLA calls.
+
+    Inference (``fast_decode``, no autograd, with a KV cache): :meth:`merge_lora` folds the LoRA
+    matrices into the base weights, :meth:`fuse_projections` joins q/k/v and gate/up, and for
+    Llama-family models (SmolLM2) the prefix and each one-token step run through
+    :meth:`lean_forward` - the decoder layers' own modules without the generic per-call machinery
+    of ``LlamaModel.forward`` (mask construction, keyword dispatch, output classes). One-token
+    steps also run on :func:`native_cpu_gemv`.
+    """
 
     def __init__(self, hf_model, lora_rank: int = 0, lora_alpha: int = 32, lora_dropout: float = 0.05):
         super().__init__()
@@ -318,11 +343,57 @@ class HFLanguageModel(nn.Module):
             )
             hf_model = get_peft_model(hf_model, cfg)
         self.hf = hf_model
-        base = hf_model.get_base_model() if lora_rank > 0 else hf_model
+        self.has_lora = lora_rank > 0
+        self.lora_merged = False
+        self._bind(hf_model.get_base_model() if lora_rank > 0 else hf_model)
+        self.fast_decode = True  # False: one-token steps through the HF forward (the reference path)
+
+    def _bind(self, base) -> None:
         self._decoder = [base.model]  # a list hides it from nn.Module: its weights live under self.hf
         self._head = [base.get_output_embeddings()]
         self.dim = base.config.hidden_size
         self.max_len = getattr(base.config, "max_position_embeddings", 2048)
+
+    def merge_lora(self) -> bool:
+        """Fold LoRA into the base weights (W <- W + alpha/r * B @ A, computed in float32 when the
+        weights are bf16/fp16) and drop the adapters: the same function, without 2 extra matmuls
+        per linear layer. Inference only - a merged model has no LoRA matrices to train or save.
+        Returns whether anything was merged."""
+        if not self.has_lora or self.lora_merged:
+            return False
+        self.hf = self.hf.merge_and_unload()
+        self._bind(self.hf)
+        self.lora_merged = True
+        return True
+
+    def fuse_projections(self) -> int:
+        """Llama-family layers: concatenate the q/k/v and the gate/up weights into one matrix each
+        and make the modules' weights views into it (no extra memory), so that a one-token step
+        does 4 matrix-vector products per layer instead of 7 (the same numbers: each output row
+        is the same dot product). Call after any dtype/device cast (a cast makes new tensors;
+        :meth:`lean_forward` then notices and uses the separate weights). Layers still wrapped by
+        LoRA or with biases are left alone. Returns the number of layers fused."""
+        if not self._is_llama():
+            return 0
+        fused = 0
+        with torch.no_grad():
+            for layer in self._decoder[0].layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                groups = ((attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj))
+                if any(type(m) is not nn.Linear or m.bias is not None for g in groups for m in g):
+                    continue
+                weights = []
+                for group in groups:
+                    w = torch.cat([m.weight for m in group])  # (sum of outs, D)
+                    start = 0
+                    for m in group:
+                        n = m.weight.shape[0]
+                        m.weight = nn.Parameter(w[start : start + n], requires_grad=m.weight.requires_grad)
+                        start += n
+                    weights.append(w)
+                layer._playworld_fused = (*weights, _fused_key(layer))
+                fused += 1
+        return fused
 
     def embed(self, ids: Tensor) -> Tensor:
         return self._decoder[0].get_input_embeddings()(ids)
@@ -337,8 +408,75 @@ class HFLanguageModel(nn.Module):
         return DynamicCache()
 
     def forward(self, embeds: Tensor, cache=None) -> tuple[Tensor, Any]:
+        if cache is None or not self.fast_decode or torch.is_grad_enabled():
+            return self._hf_forward(embeds, cache)
+        one = embeds.shape[1] == 1
+        lean = self._is_llama() and (one or cache.get_seq_length() == 0)
+        with native_cpu_gemv() if one and embeds.device.type == "cpu" else contextlib.nullcontext():
+            return (self.lean_forward(embeds, cache), cache) if lean else self._hf_forward(embeds, cache)
+
+    def _hf_forward(self, embeds: Tensor, cache=None) -> tuple[Tensor, Any]:
         out = self._decoder[0](inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None)
         return out.last_hidden_state, out.past_key_values if cache is not None else None
+
+    def _is_llama(self) -> bool:
+        cfg = self._decoder[0].config
+        return cfg.model_type == "llama" and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+    def lean_forward(self, embeds: Tensor, cache) -> Tensor:
+        """``LlamaModel.forward`` with a KV cache for the two cases inference has: a prefix
+        (B, T, D) on an empty cache (causal attention) or one new token (B, 1, D) after the cached
+        ones (no mask: it attends to every cached position). Returns hidden (B, T, D) after the
+        final norm; the cache is updated in place. Same modules and kernels as the HF forward, so
+        the same numbers (a test checks it), without its per-call machinery."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotate_half
+
+        model = self._decoder[0]
+        b, t = embeds.shape[:2]
+        past = cache.get_seq_length()
+        if t > 1 and past:
+            raise ValueError("lean_forward takes a prefix on an empty cache or one token after it")
+        position_ids = torch.arange(past, past + t, device=embeds.device).expand(b, t)
+        cos, sin = model.rotary_emb(embeds, position_ids)  # (B, T, hd)
+        x = embeds
+        for i, layer in enumerate(model.layers[: model.config.num_hidden_layers]):
+            attn, mlp = layer.self_attn, layer.mlp
+            hd = attn.head_dim
+            fused = getattr(layer, "_playworld_fused", None)
+            if fused is not None and fused[2] != _fused_key(layer):
+                del layer._playworld_fused  # the weights were cast or replaced since: free the old copy
+                fused = None
+            h = layer.input_layernorm(x)  # (B, T, D)
+            if fused is not None:
+                nq = attn.q_proj.weight.shape[0] // hd  # query heads
+                qkv = F.linear(h, fused[0]).view(b, t, -1, hd).transpose(1, 2)  # (B, H + 2 Hkv, T, hd)
+                nk = (qkv.shape[1] - nq) // 2
+                # rotary on queries and keys at once: they are adjacent heads here
+                qk = qkv[:, : nq + nk] * cos[:, None] + rotate_half(qkv[:, : nq + nk]) * sin[:, None]
+                q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nk :]
+            else:
+                q = attn.q_proj(h).view(b, t, -1, hd).transpose(1, 2)  # (B, H, T, hd)
+                k = attn.k_proj(h).view(b, t, -1, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+                v = attn.v_proj(h).view(b, t, -1, hd).transpose(1, 2)
+                q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            k, v = cache.update(k, v, i)  # (B, Hkv, past + T, hd)
+            y = F.scaled_dot_product_attention(
+                q, k, v, scale=attn.scaling, is_causal=t > 1, enable_gqa=True
+            )  # (B, H, T, hd)
+            x = x + attn.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+            h = layer.post_attention_layernorm(x)
+            if fused is not None:
+                gate, up = F.linear(h, fused[1]).chunk(2, dim=-1)
+            else:
+                gate, up = mlp.gate_proj(h), mlp.up_proj(h)
+            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+        return model.norm(x)
+
+
+def _fused_key(layer) -> tuple[int, ...]:
+    """Where a Llama layer's q/k/v/gate/up weights live: changes when they are cast or replaced."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return tuple(m.weight.data_ptr() for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj))
 
 
 # =============================================================================================

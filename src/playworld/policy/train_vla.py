@@ -216,6 +216,8 @@ class TrainVLA:
     """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
     resume: bool = False
     """Continue the run in --out from its latest valid checkpoint."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, one per core). On a CPU shared with other jobs use 1: two threads there spin-wait (measured 13x slower per step, docs/vla.md)."""
     train: TrainSettings = field(
         default_factory=lambda: TrainConfig(
             steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, num_workers=0, eval_every=500, sample_every=0,
@@ -229,10 +231,14 @@ class TrainVLA:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {self.robot_fraction}.")
         if self.episodes < 0 or not 0 <= self.val_fraction < 1:
             raise PlayworldError("--episodes must be >= 0 and --val-fraction in [0, 1).")
+        if self.threads < 0:
+            raise PlayworldError(f"--threads must be >= 0, got {self.threads}.")
 
     def run(self) -> Path:
         from playworld.data.lerobot import load_lerobot
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         seed_everything(self.train.seed)
         ds = load_lerobot(self.data)
         n = ds.num_episodes if self.episodes == 0 else min(self.episodes, ds.num_episodes)

@@ -312,7 +312,22 @@ class VLA(PretrainedModel):
                 "action_token_acc": float(correct[is_action].float().mean()) if is_action.any() else float("nan"),
                 "answer_token_acc": float(correct[~is_action].float().mean()) if (~is_action).any() else float("nan"),
             }
+            logs.update(self._per_dim_accuracy(correct[is_action]))
         return loss, {k: v for k, v in logs.items() if v == v}
+
+    def _per_dim_accuracy(self, correct: Tensor) -> dict[str, float]:
+        """``action_acc/<dim>``: exact-bin accuracy of each action dimension (terminate, dx, ...,
+        gripper). ``correct`` holds the action tokens in label order, ``action_dim`` per robot
+        example. The overall accuracy hides that roll/pitch never vary (always right), while dx,
+        dy, dz and the gripper decide closed-loop success."""
+        n = self.config.action_dim
+        if correct.numel() == 0 or correct.numel() % n:
+            return {}
+        names = (self.config.action_tokenizer or {}).get("names") or [str(i) for i in range(n)]
+        if len(names) != n:
+            names = [str(i) for i in range(n)]
+        per_dim = correct.view(-1, n).float().mean(0)
+        return {f"action_acc/{name}": float(v) for name, v in zip(names, per_dim, strict=True)}
 
     # -- inference: a prefix, then one token at a time (KV cache) ---------------------------------
 
@@ -367,6 +382,11 @@ class VLA(PretrainedModel):
         return key.startswith("lm.") and (cfg.lora_rank > 0 and "lora_" not in key)
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        if getattr(self.lm, "lora_merged", False):
+            raise PlayworldError(
+                "this VLA's LoRA was merged into its base weights for inference (VLAPolicy does that), so "
+                "there is no LoRA left to save; save the model before wrapping it in a VLAPolicy."
+            )
         path = Path(path)
         state = {}
         for k, v in self.state_dict().items():

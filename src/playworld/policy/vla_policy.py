@@ -14,6 +14,10 @@
 Each step runs the image prefix + prompt through the model once (the prompt's token ids are
 cached per instruction) and then decodes only the 8 action tokens, one token per forward pass
 on the KV cache of that prefix, constrained to action tokens. Weights run in bf16 by default.
+With ``fast=True`` (default) a LoRA model's adapters are merged into its base weights once, and
+the one-token decode steps take the lean path of
+:class:`~playworld.policy.backbones.HFLanguageModel` (ATen's matrix-vector kernel, no HF
+per-call machinery); ``fast=False`` keeps the reference path (same actions, a test checks it).
 
 Bad input is refused with the reason (empty or too long instruction, an image that is not
 (H, W, 3)); an image of another size is resized. If no valid action can be decoded (NaN logits,
@@ -53,9 +57,12 @@ class VLAPolicy:
         dtype: "bfloat16" (default) or "float32" for the weights at inference.
         device: "cpu" or "cuda".
         constrained: restrict action decoding to action tokens (RT-2); False is the ablation.
-        temperature: 0 = greedy action tokens; > 0 samples them (default 1: the learned
-            distribution, see :mod:`playworld.policy.decoding` for why).
+        temperature: 0 = greedy action tokens (default); > 0 samples them from the learned
+            distribution (see :mod:`playworld.policy.decoding` for why greedy is the default).
         seed: seed of the sampling generator (re-seeded by ``reset(seed)``).
+        fast: merge LoRA into the base weights (the policy owns the model from here on: it is
+            cast to ``dtype`` and, merged, can no longer be trained or saved as LoRA) and use
+            the lean one-token decode step. False = the reference path, for comparisons.
     """
 
     def __init__(
@@ -64,14 +71,23 @@ class VLAPolicy:
         dtype: str = "bfloat16",
         device: str = "cpu",
         constrained: bool = True,
-        temperature: float = 1.0,
+        temperature: float = 0.0,
         seed: int = 0,
+        fast: bool = True,
     ):
         if not temperature >= 0:
             raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
         if dtype not in DTYPES:
             raise PlayworldError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+        lm = model.lm
+        if fast and hasattr(lm, "merge_lora") and lm.merge_lora():  # before the cast: merged in fp32
+            log.info("LoRA merged into the base weights for inference")
+        if hasattr(lm, "fast_decode"):
+            lm.fast_decode = fast
+        self.fast = fast
         self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
+        if fast and hasattr(lm, "fuse_projections"):
+            lm.fuse_projections()  # after the cast, which makes new weight tensors
         self.device = torch.device(device)
         self.dtype = dtype
         self.constrained = constrained
@@ -92,15 +108,18 @@ class VLAPolicy:
         device: str = "cpu",
         constrained: bool = True,
         action_tokenizer: ActionTokenizer | None = None,
-        temperature: float = 1.0,
+        temperature: float = 0.0,
         seed: int = 0,
+        fast: bool = True,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
         model = VLA.from_pretrained(path)
         if action_tokenizer is not None:
             check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
-        return cls(model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed)
+        return cls(
+            model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast
+        )
 
     # -- episode state -----------------------------------------------------------------------------
 

@@ -35,6 +35,18 @@ SLOW = 0.02  # metres per step near objects
 PUSH_STEP = 0.02
 PUSH_Z = 0.014  # grasp-point height while pushing: fingertips ~3 mm above the table
 NEXT_TO_GAP = 0.03  # space left between an object put "next to" another and that other
+# Timed waits (steps spent in a phase that only waits). Each is as short as the physics allows,
+# so that every action is a function of what the policy sees: a wait of N > 1 steps shows the
+# same observation N times with "stay" and then once with "go on", which no policy that reads
+# one observation can imitate with greedy decoding (it stays for ever). The fingers close or
+# open in one 10 Hz step (0.08 -> 0.042 m), and objects come to rest while being lowered at
+# 2 cm a step, so nothing needs a longer wait (measured on 60 seen episodes: 60/60 with the
+# old waits of 3/2/3/2 steps and without them; docs/tabletop.md).
+CLOSE_STEPS = 1  # close the fingers, then lift on the next step
+RELEASE_STEPS = 1  # open the fingers, then retreat on the next step
+SETTLE_STEPS = 0  # wait after lowering, before opening (0: no settle phase)
+PICK_HOLD_STEPS = 0  # `pick`: hold the object up before terminating (0: terminate at the top)
+YAW_NOISE_PER_METRE = 5.0  # DART noise on dyaw (rad) per metre of noise on dx/dy/dz: 1 cm -> 0.05 rad
 MAX_REAIMS = 4  # times the push expert may lift off and come at the object from a new side
 WS_LOW = np.array([w[0] for w in WORKSPACE])
 WS_HIGH = np.array([w[1] for w in WORKSPACE])
@@ -92,18 +104,18 @@ class ScriptedExpert:
         self.phases = [
             _Phase("above", gripper=0.0, tol=0.015),
             _Phase("descend", gripper=0.0, speed=SLOW, tol=0.006),
-            _Phase("close", gripper=1.0, hold=3),
+            _Phase("close", gripper=1.0, hold=CLOSE_STEPS),
             _Phase("lift", gripper=1.0, tol=0.02),
         ]
         if self.kind == "lift":
-            self.phases += [_Phase("hold", gripper=1.0, hold=2)]
+            self.phases += [_Phase("hold", gripper=1.0, hold=PICK_HOLD_STEPS)] if PICK_HOLD_STEPS else []
         else:
             self.goal_xy = self._place_xy()
             self.phases += [
                 _Phase("carry", gripper=1.0, tol=0.012),
                 _Phase("lower", gripper=1.0, speed=SLOW, tol=0.008),
-                _Phase("settle", gripper=1.0, hold=2),  # let a swinging object come to rest
-                _Phase("release", gripper=0.0, hold=3),
+                *([_Phase("settle", gripper=1.0, hold=SETTLE_STEPS)] if SETTLE_STEPS else []),
+                _Phase("release", gripper=0.0, hold=RELEASE_STEPS),
                 _Phase("retreat", gripper=0.0, speed=SLOW, tol=0.02),
             ]
 
@@ -310,6 +322,9 @@ def run_expert_episode(
     seed: int | None = None,
     episode: EpisodeSpec | None = None,
     record: bool = True,
+    action_noise: float = 0.0,
+    noise_seed: int | list[int] | None = None,
+    noise_prob: float = 1.0,
 ) -> dict[str, Any]:
     """Run the scripted expert for one episode.
 
@@ -317,13 +332,26 @@ def run_expert_episode(
     (row t: the observation and the action taken after it; the last action has terminate = 1),
     ``instruction``, ``success`` (judged when the episode ended), ``steps`` and ``episode``
     (the :class:`EpisodeSpec` as a dict). With ``record=False`` frames/states are not kept.
+
+    ``action_noise > 0`` records DART-style recovery data (Laskey et al. 2017): on a random
+    share ``noise_prob`` of the steps the env executes the expert's action with Gaussian noise
+    (std ``action_noise`` metres on dx, dy, dz and ``action_noise * YAW_NOISE_PER_METRE`` rad on
+    dyaw, drawn from ``noise_seed``; the clean steps in between let the expert's phases, which
+    wait for the hand to reach a waypoint within millimetres, still finish), while
+    ``actions`` keeps the *clean* expert action for each observation. The expert plans every
+    step from the simulator state, so the labels show how to get back on track from the
+    perturbed states a learned policy will also drift into. ``executed_actions`` holds what was
+    sent to the env. Terminate and gripper are never perturbed.
     """
+    if action_noise < 0 or not 0 <= noise_prob <= 1:
+        raise ValueError(f"action_noise must be >= 0 and noise_prob in [0, 1], got {action_noise}, {noise_prob}")
     base = env.unwrapped if hasattr(env, "unwrapped") else env
     options = {"episode": episode} if episode is not None else None
     obs, info = env.reset(seed=seed, options=options)
     expert = ScriptedExpert(base)
     expert.reset()
-    frames, states, actions = [], [], []
+    rng = np.random.default_rng(noise_seed)
+    frames, states, actions, executed = [], [], [], []
     success = info["success"]
     while True:
         action = expert.act()
@@ -331,7 +359,14 @@ def run_expert_episode(
             frames.append(obs["image"])
             states.append(obs["state"])
         actions.append(action)
-        obs, _, terminated, truncated, info = env.step(action)
+        sent = action
+        if action_noise > 0 and action[0] <= 0.5 and rng.random() < noise_prob:
+            sent = action.copy()
+            sent[1:4] += rng.normal(0.0, action_noise, 3)
+            sent[6] += rng.normal(0.0, action_noise * YAW_NOISE_PER_METRE)
+            sent = np.clip(sent, base.action_space.low, base.action_space.high).astype(np.float32)
+        executed.append(sent)
+        obs, _, terminated, truncated, info = env.step(sent)
         success = info["success"]
         if terminated or truncated:
             break
@@ -340,6 +375,7 @@ def run_expert_episode(
         "frames": np.stack(frames) if frames else np.zeros((0, h, h, 3), np.uint8),
         "states": np.stack(states) if states else np.zeros((0, 8), np.float32),
         "actions": np.stack(actions).astype(np.float32),
+        "executed_actions": np.stack(executed).astype(np.float32),
         "instruction": info["instruction"],
         "success": bool(success),
         "steps": len(actions),
