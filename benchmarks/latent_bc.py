@@ -3,6 +3,7 @@
     python benchmarks/latent_bc.py --out runs/latent-bc                     # record, train, sweep
     python benchmarks/latent_bc.py --data data/pong-expert --lam runs/lam   # reuse data and a LAM
     python benchmarks/latent_bc.py --quick --out /tmp/latent-bc-quick       # minutes: a smoke run
+    python benchmarks/latent_bc.py --game Breakout --rgb --out runs/latent-bc-breakout   # docs/bridge.md
 
 For each seed: one latent-action policy is trained on every expert transition, labelled by the
 frozen LAM (no real action); then for each K the latent -> real map is fitted on K randomly
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--policy-preset", default="tiny")
+    ap.add_argument("--num-frames", type=int, default=2, help="frames the policy sees (the last N)")
+    ap.add_argument("--rgb", action="store_true", help="policy reads RGB frames (default greyscale; "
+                    "Breakout's red ball is dim in grey)")
     ap.add_argument("--policy-steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--episodes", type=int, default=4, help="evaluation episodes per policy")
@@ -138,6 +142,7 @@ def run(args) -> dict:
                            ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
 
     base = dict(image_size=ds.frame_size, num_actions=num_actions, num_latent=num_latent,
+                num_frames=args.num_frames, grayscale=not args.rgb,
                 action_names=ds.action_names, game=args.game)
 
     def trained(folder: Path, cfg: LatentPolicyConfig, tr, targets, seed: int) -> LatentPolicyNet:
@@ -207,12 +212,15 @@ def run(args) -> dict:
     oracle_all = next(r["oracle"]["mean"] for r in rows if r["K"] == "all") if "all" in ks else exp
     for r in rows:
         for method in ("latent", "oracle"):
-            r[method]["normalized_vs_oracle_all"] = round(normalized(r[method]["mean"], rnd, oracle_all), 3)
+            # Against an oracle no better than random the ratio means nothing (nan, as the legend says).
+            r[method]["normalized_vs_oracle_all"] = (round(normalized(r[method]["mean"], rnd, oracle_all), 3)
+                                                     if oracle_all > rnd else float("nan"))
             r[method]["normalized_vs_expert"] = round(normalized(r[method]["mean"], rnd, exp), 3)
     result = {
         "game": args.game, "data": str(data), "train_transitions": len(train), "lam": str(lam_dir),
         "lam_quality": lam_quality, "seeds": args.seeds, "episodes": args.episodes, "max_steps": args.max_steps,
-        "policy_steps": args.policy_steps, "policy_preset": args.policy_preset,
+        "policy_steps": args.policy_steps, "policy_preset": args.policy_preset, "num_frames": args.num_frames,
+        "rgb": args.rgb,
         "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
         "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
         "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),

@@ -209,6 +209,82 @@ def test_pong_expert_beats_random_play():
     assert expert["mean_return"] >= 2 and random["mean_return"] <= -3
 
 
+def test_breakout_ram_addresses_match_the_screen():
+    """ram[72] = paddle (left column ram[72]-47), ram[99] / ram[101] = ball x / y (column ram[99]-49,
+    row ram[101]+9; ram[101] = 0 while no ball is in play), on the raw 210x160 screen."""
+    from playworld.policy.experts import AtariRamEnv
+
+    env = AtariRamEnv("Breakout", size=64)
+    env.reset(0)
+    assert env.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    red = np.array([200, 72, 72])
+    paddles = balls = 0
+    for t in range(150):
+        env.step(1 if t % 40 == 0 else (2 if (t // 12) % 2 else 3))  # serve, then right / left sweeps
+        screen, ram = env.ale.getScreenRGB(), env.ram
+        cols = np.nonzero(np.all(screen[190:194, 8:152] == red, axis=-1).any(0))[0] + 8
+        if len(cols) == 16:  # the whole paddle in the court (the walls hide a part at the edges)
+            assert abs(cols.min() - (int(ram[72]) - 47)) <= 1
+            paddles += 1
+        ys, xs = np.nonzero(np.all(screen[100:185, 8:152] == red, axis=-1))  # below the bricks, above the paddle
+        if len(ys) and 0 < ys.min() and ys.max() < 84 and ram[101] > 0:  # the whole ball in that window
+            assert abs(ys.min() + 100 - (int(ram[101]) + 9)) <= 1 and abs(xs.min() + 8 - (int(ram[99]) - 49)) <= 1
+            balls += 1
+        elif ram[101] == 0:
+            assert not len(ys)
+    assert paddles > 20 and balls > 10
+
+
+def test_breakout_env_serves_each_ball_itself():
+    """auto_serve: a policy that never presses FIRE still plays all five balls (ram[101] = 0: no ball)."""
+    from playworld.policy.experts import AtariRamEnv
+
+    env = AtariRamEnv("Breakout", size=64)
+    env.reset(0)
+    assert env.ram[101] > 0  # served at reset
+    lost, no_ball = 0, 0
+    for _ in range(400):
+        lives = env.ale.lives()
+        _, _, done = env.step(0)
+        lost += env.ale.lives() < lives
+        no_ball += int(env.ram[101] == 0)
+        if done:
+            break
+    assert done and lost == 5 and no_ball <= 1  # only the last, unserved ball is missing
+    manual = AtariRamEnv("Breakout", size=64, auto_serve=False)
+    manual.reset(0)
+    assert manual.ram[101] == 0 and all(manual.step(0)[2] is False for _ in range(50)) and manual.ram[101] == 0
+
+
+def test_recorded_expert_frames_are_the_frames_a_policy_acts_on(tmp_path):
+    """Replaying the stored actions in a fresh env from the same start gives the stored frames exactly:
+    recording and acting share cropping, pooling, resizing, serving and action ids."""
+    from playworld.data.format import load_dataset
+    from playworld.policy.experts import AtariRamEnv, record_atari_expert
+
+    ds = load_dataset(record_atari_expert("Breakout", 60, seed=3, out=tmp_path / "bk", random_fraction=0.0,
+                                          progress=False))
+    assert ds.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    info = ds.episodes[0]["info"]
+    frames, actions = np.asarray(ds.episode_frames(0)), np.asarray(ds.actions)[: ds.episode_lengths[0]]
+    env = AtariRamEnv("Breakout", size=64)
+    frame = env.reset(info["env_seed"])
+    for t in range(len(frames)):
+        assert np.array_equal(frame, frames[t]), f"frame {t} differs"
+        frame, _, _ = env.step(int(actions[t]))
+    assert len(set(actions.tolist())) >= 2  # the expert (exploring) moved the paddle
+
+
+def test_breakout_expert_beats_random_play_also_while_exploring():
+    from playworld.policy.experts import score_agents
+
+    # Measured (the env serves each ball itself): expert [18, 25], exploring [24, 22], random <= 3 in 600 steps.
+    expert = score_agents("Breakout", "expert", episodes=2, seed=0, max_steps=600)
+    exploring = score_agents("Breakout", "expert", episodes=2, seed=0, max_steps=600, explore=0.1)
+    random = score_agents("Breakout", "random", episodes=2, seed=0, max_steps=600)
+    assert min(expert) >= 12 and min(exploring) >= 12 and max(random) <= 6
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 

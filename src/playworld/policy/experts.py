@@ -6,7 +6,7 @@ bytes of RAM, so expert video costs nothing to make and the true actions are kno
 for evaluation and for the small labelled subset only; the latent action model never sees
 them).
 
-Pong (the one game with an expert so far), RAM addresses from the AtariARI annotations
+Pong: RAM addresses from the AtariARI annotations
 (Anand et al. 2019), checked against the rendered frames (``tests/test_latent_policy.py``):
 ram[51] = player paddle y (screen rows ram[51]-14 .. ram[51]+1), ram[54] = ball y (screen rows
 ram[54]-14 .. ram[54]-11, 0 while no ball is in play), ram[49] = ball x (screen column
@@ -21,6 +21,17 @@ takes ~2100 steps); the random policy -21.0. Without the aim jitter (``aim=0``) 
 starts lock the deterministic game into an endless rally. Perturbations hurt this expert a lot:
 with ``explore=0.1`` (single random actions while the ball moves away) it scores only +0 to +12
 in 2600 steps, so expert video is recorded without exploration by default.
+
+Breakout (AtariARI addresses, checked against the screen in ``tests/test_latent_policy.py``):
+ram[72] = paddle (left screen column ram[72]-47, 16 pixels wide), ram[99] = ball x (column
+ram[99]-49), ram[101] = ball y (row ram[101]+9; 0 while no ball is in play: FIRE serves, in the
+same step). Minimal action set NOOP, FIRE, RIGHT, LEFT; the paddle answers in the same step and
+one press moves it ~22 pixels (~9 at 64x64). Measured (``python -m playworld.policy.experts
+Breakout 5 3000 [EXPLORE]``, <= 3000 steps, i.e. up to 3.3 minutes of play, 5 lives, the env
+serving each ball): the expert scores +361.8 (297-410), +286.6 (186-406) with ``explore=0.1``
+(its recording default); random play +1.0 (0-2). Breakout ignores the no-op start (the serve
+waits for FIRE), so a deterministic policy plays the same game from every start; the expert's
+aim jitter and exploration vary its games.
 
 Frames: the emulator's RGB screen, max-pooled over the last two emulator frames of each step
 (Atari sprites flicker), cropped to the playfield (the score bar is dropped: it is not
@@ -54,10 +65,14 @@ class GameSpec:
     rom: str
     crop: tuple[int, int, int, int]  # screen rows top:bottom, columns left:right (210 x 160 screen)
     expert: str
+    explore: float = 0.0  # the expert's exploration when recording video (see its class)
+    auto_serve: bool = False  # the env presses FIRE at the start and after each lost life (see AtariRamEnv)
 
 
 GAMES: dict[str, GameSpec] = {
     "Pong": GameSpec("pong", (34, 194, 0, 160), "PongExpert"),
+    # Breakout: below the score and the top wall, between the side walls, down to the paddle.
+    "Breakout": GameSpec("breakout", (32, 196, 8, 152), "BreakoutExpert", explore=0.1, auto_serve=True),
 }
 
 
@@ -82,11 +97,20 @@ class AtariRamEnv:
     """One Atari emulator: ``reset(seed) -> frame``, ``step(a) -> (frame, reward, done)``, ``ram``.
 
     Deterministic given the seed: no sticky actions; the seed only draws the number of no-ops
-    (0 .. ``noop_max``) at the start, which varies where the game begins. ``max_steps`` ends
-    (truncates) an episode after that many agent steps.
+    (0 .. ``noop_max``) at the start, which varies where the game begins (in Pong; Breakout
+    waits for FIRE whatever the no-ops, so a deterministic policy plays the same game from every
+    start). ``max_steps`` ends (truncates) an episode after that many agent steps.
+
+    ``auto_serve`` (default: the game's :attr:`GameSpec.auto_serve`; Breakout: on) presses FIRE
+    for ``frame_skip`` frames at the start and right after each lost life, inside ``reset`` /
+    ``step``, as the usual Atari ``FireResetEnv`` wrapper does: in Breakout nothing happens
+    until FIRE serves a ball, and whether a ball is in play shows only as a missing 1-pixel dot
+    at 64x64, a rare decision (one step per life) that a cloned policy misses and then waits
+    forever. With it, every policy (expert, random, learned) only steers the paddle.
     """
 
-    def __init__(self, game: str, size: int = 64, frame_skip: int = 4, noop_max: int = 30, max_steps: int = 27_000):
+    def __init__(self, game: str, size: int = 64, frame_skip: int = 4, noop_max: int = 30, max_steps: int = 27_000,
+                 auto_serve: bool | None = None):
         import ale_py
         from ale_py import roms
 
@@ -97,6 +121,7 @@ class AtariRamEnv:
             )
         self.game = resolve_expert_game(game)
         self.spec = GAMES[self.game]
+        self.auto_serve = self.spec.auto_serve if auto_serve is None else auto_serve
         self.size, self.frame_skip, self.noop_max, self.max_steps = size, frame_skip, noop_max, max_steps
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale = ale_py.ALEInterface()
@@ -104,6 +129,9 @@ class AtariRamEnv:
         self.ale.setInt("random_seed", 0)
         self.ale.loadROM(str(roms.get_rom_path(self.spec.rom)))
         self._actions = self.ale.getMinimalActionSet()
+        self._fire = next((a for a in self._actions if a.name == "FIRE"), None)
+        if self.auto_serve and self._fire is None:
+            raise PlayworldError(f"{self.game} has no FIRE action, so it cannot be served automatically.")
         self.action_names = [a.name for a in self._actions]
         self.steps = 0
 
@@ -129,6 +157,9 @@ class AtariRamEnv:
         noops = int(np.random.default_rng(seed).integers(0, self.noop_max + 1))
         for _ in range(noops * self.frame_skip):
             self.ale.act(self._actions[0])
+        if self.auto_serve:
+            for _ in range(self.frame_skip):
+                self.ale.act(self._fire)
         self.steps = 0
         return self._frame([self.ale.getScreenRGB()])
 
@@ -136,12 +167,19 @@ class AtariRamEnv:
         """Repeat ``action`` (an index into ``action_names``) for ``frame_skip`` frames."""
         reward, screens = 0.0, []
         a = self._actions[int(action)]
+        lives = self.ale.lives()
         for k in range(self.frame_skip):
             reward += self.ale.act(a)
             if k >= self.frame_skip - 2:
                 screens.append(self.ale.getScreenRGB())
             if self.ale.game_over():
                 break
+        if self.auto_serve and self.ale.lives() < lives and not self.ale.game_over():
+            screens = []  # a life was lost: serve the next ball (the frame shows it served)
+            for k in range(self.frame_skip):
+                reward += self.ale.act(self._fire)
+                if k >= self.frame_skip - 2:
+                    screens.append(self.ale.getScreenRGB())
         self.steps += 1
         screens = screens or [self.ale.getScreenRGB()]
         done = self.ale.game_over() or self.steps >= self.max_steps
@@ -229,6 +267,85 @@ class PongExpert:
         return self.NOOP
 
 
+class BreakoutExpert:
+    """Breakout from RAM: serve, then put the paddle where the ball will come down.
+
+    The paddle (ALE emulates Breakout's paddle controller with the joystick) answers an action
+    in the same step (~12 pixels) and carries on ~10 pixels in the next, so one press moves it
+    ~22 pixels: the expert moves when the ball's landing point (its path folded at the side
+    walls, from the last two positions) is more than ``dead_zone`` pixels from where the paddle
+    would stop. While the ball goes up it follows the ball's column.
+
+    Args:
+        dead_zone: pixels of error tolerated before moving (the paddle's centre vs the target).
+        carry: pixels the paddle still moves in the step after a press, in the pressed direction.
+        aim: each time the ball comes down the paddle aims a point drawn uniformly in [-aim, aim]
+            pixels off its centre, so games differ (Breakout ignores the no-op start: an expert
+            that always hits the same way replays the same game).
+        explore: probability per step, while the ball goes up, is in the upper half or is out
+            of play, of starting a random action (any of the four) held for a geometric number
+            of steps (mean ``explore_hold``); 0 = pure expert. The paddle is fast (the court in
+            ~6 steps), so the expert recovers, and the video shows it recovering.
+        explore_hold: mean number of steps an exploring action is held.
+        seed: seed of the aim and the exploration.
+    """
+
+    NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3  # the minimal action set
+    LEFT_X, RIGHT_X, PADDLE_Y = 57, 199, 180  # ball-x range between the side walls; ball y at the paddle top
+    PADDLE_CENTRE = 9  # ball x (ram[99]) right above the paddle's centre = ram[72] + 9 (16-pixel paddle)
+
+    def __init__(self, dead_zone: float = 8.0, carry: float = 10.0, aim: float = 5.0, explore: float = 0.0,
+                 explore_hold: float = 2.0, seed: int = 0):
+        self.dead_zone, self.carry, self.aim = dead_zone, carry, aim
+        self.explore, self.explore_hold = explore, explore_hold
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev: tuple[int, int] | None = None  # (ball x, ball y) last step
+        self._last, self._held, self._hold = self.NOOP, 0, 0
+        self._offset, self._was_coming = 0.0, False
+
+    def _landing(self, bx: int, by: int, vx: int, vy: int) -> float:
+        # Where the ball reaches the paddle's row, folded back into the court at each side wall.
+        x = bx + vx * (self.PADDLE_Y - by) / vy - self.LEFT_X
+        span = self.RIGHT_X - self.LEFT_X
+        x %= 2 * span
+        return self.LEFT_X + (x if x <= span else 2 * span - x)
+
+    def act(self, ram: np.ndarray) -> int:
+        a = self._choose(int(ram[72]), int(ram[99]), int(ram[101]))
+        self._last = a
+        return a
+
+    def _choose(self, px: int, bx: int, by: int) -> int:
+        prev, self._prev = self._prev, (bx, by)
+        in_play = by > 0 and prev is not None and prev[1] > 0
+        vx, vy = (bx - prev[0], by - prev[1]) if in_play else (0, 0)
+        coming = in_play and vy > 0 and by <= self.PADDLE_Y
+        if coming and not self._was_coming:
+            self._offset = float(self.rng.uniform(-self.aim, self.aim))
+        self._was_coming = coming
+        if self.explore > 0 and (not coming or by < 120):
+            if self._hold == 0 and self.rng.random() < self.explore:
+                self._held, self._hold = int(self.rng.integers(4)), int(self.rng.geometric(1.0 / self.explore_hold))
+            if self._hold > 0:
+                self._hold -= 1
+                return self._held
+        else:
+            self._hold = 0  # the ball comes close: back to the expert
+        if by == 0:  # no ball in play (game start, lost ball): serve
+            return self.FIRE
+        target = self._landing(bx, by, vx, vy) + self._offset if coming else bx
+        carry = {self.RIGHT: self.carry, self.LEFT: -self.carry}.get(self._last, 0.0)
+        error = target - (px + self.PADDLE_CENTRE + carry)
+        if error > self.dead_zone:
+            return self.RIGHT
+        if error < -self.dead_zone:
+            return self.LEFT
+        return self.NOOP
+
+
 class RandomAgent:
     """Uniformly random actions, each held for a geometric number of steps (mean ``mean_repeat``)."""
 
@@ -246,10 +363,13 @@ class RandomAgent:
         return self._a
 
 
-def make_expert(game: str, explore: float = 0.0, seed: int = 0) -> PongExpert:
-    """The scripted expert of ``game`` (see :data:`GAMES`)."""
+EXPERTS = {"PongExpert": PongExpert, "BreakoutExpert": BreakoutExpert}
+
+
+def make_expert(game: str, explore: float = 0.0, seed: int = 0) -> PongExpert | BreakoutExpert:
+    """The scripted expert of ``game`` (see :data:`GAMES`); ``explore`` as its class says."""
     spec = GAMES[resolve_expert_game(game)]
-    return {"PongExpert": PongExpert}[spec.expert](explore=explore, seed=seed)
+    return EXPERTS[spec.expert](explore=explore, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,11 +455,11 @@ def agent_policy(agents: list) -> BatchPolicy:
 
 
 def score_agents(game: str, who: Literal["expert", "random"], episodes: int = 5, seed: int = 0,
-                 max_steps: int = 27_000) -> list[float]:
-    """Returns of the scripted expert or the random policy over ``episodes`` episodes."""
+                 max_steps: int = 27_000, explore: float = 0.0) -> list[float]:
+    """Returns of the scripted expert (exploring with probability ``explore``) or the random policy."""
     n = min(episodes, 8)
     num_actions = AtariRamEnv(game).num_actions
-    agents = [make_expert(game, seed=seed + i) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
+    agents = [make_expert(game, explore=explore, seed=seed + i) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
     return [r["return"] for r in play_episodes(agent_policy(agents), game, episodes, seed, max_steps=max_steps, parallel=n)]
 
 
@@ -358,7 +478,7 @@ def record_atari_expert(
     frame_skip: int = 4,
     random_fraction: float = 0.25,
     random_repeat: float = 4.0,
-    explore: float = 0.0,
+    explore: float | None = None,
     max_episode_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
@@ -369,7 +489,8 @@ def record_atari_expert(
     their own (``info["policy"] == "random"``; each random action held for a geometric number
     of steps, mean ``random_repeat``): the latent action model learns from all the video, the
     policy imitates the ``"expert"`` episodes only. Expert episodes explore with
-    probability ``explore`` while the ball moves away (see :class:`PongExpert`). True actions
+    probability ``explore`` while the ball is far (see :class:`PongExpert`, :class:`BreakoutExpert`;
+    None = the game's default, :attr:`GameSpec.explore`: 0 for Pong, 0.1 for Breakout). True actions
     (ids into the game's minimal action set, named in ``meta.json``) are stored for evaluation
     and for the small labelled subset. Games are cut into episodes of <= ``max_episode_frames``.
     """
@@ -377,10 +498,12 @@ def record_atari_expert(
     if not games:
         raise PlayworldError("no game given; pass at least one, e.g. --game Pong.")
     keys = [resolve_expert_game(g) for g in games]
-    if frames < 2 or not 0 <= random_fraction <= 1 or not 0 <= explore <= 1 or max_episode_frames < 2:
+    explores = {k: GAMES[k].explore if explore is None else explore for k in keys}
+    if frames < 2 or not 0 <= random_fraction <= 1 or not all(0 <= e <= 1 for e in explores.values()) \
+            or max_episode_frames < 2:
         raise PlayworldError(
             f"need frames >= 2, random_fraction and explore in [0, 1], max_episode_frames >= 2 (got {frames}, "
-            f"{random_fraction}, {explore}, {max_episode_frames})."
+            f"{random_fraction}, {explore if explore is not None else explores}, {max_episode_frames})."
         )
     names = {tuple(AtariRamEnv(k).action_names) for k in keys}
     if len(names) > 1:
@@ -389,7 +512,7 @@ def record_atari_expert(
     extra = {
         "recorder": "atari-expert", "games": keys, "policy": "expert", "random_fraction": random_fraction,
         "random_repeat": random_repeat,
-        "explore": explore, "seed": seed, "frame_skip": frame_skip, "size": size, "crop": {k: GAMES[k].crop for k in keys},
+        "explore": explores, "seed": seed, "frame_skip": frame_skip, "size": size, "crop": {k: GAMES[k].crop for k in keys},
         "max_episode_frames": max_episode_frames,
     }
     from tqdm import tqdm
@@ -403,7 +526,7 @@ def record_atari_expert(
             for who, quota in (("expert", per_game - n_random), ("random", n_random)):
                 if quota > 0:
                     _record_policy(writer, game, who, quota, seed + 10_000 * k + (5000 if who == "random" else 0),
-                                   size, frame_skip, explore, random_repeat, max_episode_frames, bar)
+                                   size, frame_skip, explores[game], random_repeat, max_episode_frames, bar)
     bar.close()
     return Path(out)
 
@@ -450,12 +573,15 @@ def policy_episodes(data, policy: str | None = "expert") -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m playworld.policy.experts [GAME] [EPISODES] [MAX_STEPS]``: expert and random scores."""
-    args = list(sys.argv[1:] if argv is None else argv) + ["Pong", "5", "5000"][len(sys.argv[1:] if argv is None else argv):]
-    game, episodes, max_steps = args[0], int(args[1]), int(args[2])
+    """``python -m playworld.policy.experts [GAME] [EPISODES] [MAX_STEPS] [EXPLORE]``: expert and random scores."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = given + ["Pong", "5", "5000", "0"][len(given):]
+    game, episodes, max_steps, explore = args[0], int(args[1]), int(args[2]), float(args[3])
     for who in ("expert", "random"):
-        rets = score_agents(game, who, episodes, max_steps=max_steps)  # type: ignore[arg-type]
-        print(f"{game} {who}: mean return {np.mean(rets):+.1f} over {episodes} episodes (<= {max_steps} steps) {rets}")
+        rets = score_agents(game, who, episodes, max_steps=max_steps, explore=explore)  # type: ignore[arg-type]
+        tag = f" (explore {explore})" if who == "expert" and explore else ""
+        print(f"{game} {who}{tag}: mean return {np.mean(rets):+.1f} over {episodes} episodes (<= {max_steps} steps) "
+              f"{rets}")
 
 
 if __name__ == "__main__":

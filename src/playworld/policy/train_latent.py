@@ -316,6 +316,8 @@ class TrainLatentPolicy:
     """Policy network size."""
     num_frames: int = 2
     """Frames the policy sees (the last N)."""
+    rgb: bool = False
+    """The policy reads RGB frames instead of greyscale (small coloured objects, e.g. Breakout's red ball, are dim in grey)."""
     num_latent: int | None = None
     """Latent actions |A|: must equal the LAM's codebook (default: the LAM's; 8 when training one)."""
     lam_preset: Literal["tiny", "small", "base"] = "tiny"
@@ -347,7 +349,7 @@ class TrainLatentPolicy:
         names = source.dataset.action_names or ds.action_names
         num_actions = len(names) if names else int(lab.real.max()) + 1
         game = (ds.meta.get("extra", {}).get("games") or [None])[0]
-        base = dict(image_size=ds.frame_size, num_frames=self.num_frames, num_actions=num_actions,
+        base = dict(image_size=ds.frame_size, num_frames=self.num_frames, grayscale=not self.rgb, num_actions=num_actions,
                     action_names=names, game=game)
         summary: dict = {"data": str(self.data), "labels": len(lab), "label_seed": self.label_seed,
                          "target": self.target, "train_transitions": len(train), "val_transitions": len(val)}
