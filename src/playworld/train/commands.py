@@ -212,9 +212,9 @@ class TrainWorld:
     """World folder: tokenizer/, lam/, dynamics/, world.json, prompts/ (playable with `playworld play --world`)."""
     preset: Preset = "tiny"
     """Model size for all three parts: tiny (CPU, minutes), small, base (GPU)."""
-    tokenizer_steps: int = 600
+    tokenizer_steps: int = 900
     """Optimiser steps for the tokenizer (the defaults fit the `tiny` preset into < 20 min on a 2-core CPU; the bundled world used 900 / 1000 / 2200, and the tokenizer reaches 32 dB PSNR at 2500)."""
-    lam_steps: int = 600
+    lam_steps: int = 500
     """Optimiser steps for the latent action model."""
     dynamics_steps: int = 600
     """Optimiser steps for the dynamics model."""
