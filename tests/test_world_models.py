@@ -50,13 +50,7 @@ def squares(B: int = 2, T: int = 5, size: int = 16, seed: int = 0) -> tuple[torc
     return video, actions
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def train(model, batch, steps: int, lr: float = 3e-3, track: str | None = None) -> list[float]:

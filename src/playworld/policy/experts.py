@@ -191,6 +191,13 @@ class AtariRamEnv:
 # ---------------------------------------------------------------------------------------------
 
 
+
+def _fold_into_court(pos: float, lo: float, hi: float) -> float:
+    """A straight-line ball position ``pos`` folded back into [lo, hi] by bouncing off both walls."""
+    span = hi - lo
+    x = (pos - lo) % (2 * span)
+    return lo + (x if x <= span else 2 * span - x)
+
 class PongExpert:
     """Pong from RAM: move the paddle's predicted stop to where the ball will cross its column.
 
@@ -226,10 +233,7 @@ class PongExpert:
 
     def _intercept(self, bx: int, by: int, vx: int, vy: int) -> float:
         # Where the ball reaches the paddle's column, folded back into the court at each wall.
-        y = by + vy * (self.PADDLE_X - bx) / vx - self.TOP
-        span = self.BOTTOM - self.TOP
-        y %= 2 * span
-        return self.TOP + (y if y <= span else 2 * span - y)
+        return _fold_into_court(by + vy * (self.PADDLE_X - bx) / vx, self.TOP, self.BOTTOM)
 
     def act(self, ram: np.ndarray) -> int:
         py, bx, by = int(ram[51]), int(ram[49]), int(ram[54])
@@ -308,10 +312,7 @@ class BreakoutExpert:
 
     def _landing(self, bx: int, by: int, vx: int, vy: int) -> float:
         # Where the ball reaches the paddle's row, folded back into the court at each side wall.
-        x = bx + vx * (self.PADDLE_Y - by) / vy - self.LEFT_X
-        span = self.RIGHT_X - self.LEFT_X
-        x %= 2 * span
-        return self.LEFT_X + (x if x <= span else 2 * span - x)
+        return _fold_into_court(bx + vx * (self.PADDLE_Y - by) / vy, self.LEFT_X, self.RIGHT_X)
 
     def act(self, ram: np.ndarray) -> int:
         a = self._choose(int(ram[72]), int(ram[99]), int(ram[101]))
