@@ -42,8 +42,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--game", default="Pong")
     ap.add_argument("--frames", type=int, default=32000, help="frames to record (25%% of them random play)")
     ap.add_argument("--lam", type=Path, default=None, help="trained LAM folder (default: train <out>/lam)")
+    ap.add_argument("--lam-data", type=Path, default=None,
+                    help="action-free video the LAM trains on (default: --data). A clonable expert's move is "
+                    "predictable from the frame, so on its video the LAM's decoder needs no code for it; "
+                    "random play with a fresh action every step makes the code carry the move (docs/bridge.md)")
     ap.add_argument("--lam-steps", type=int, default=1200)
     ap.add_argument("--lam-clip-len", type=int, default=5)
+    ap.add_argument("--lam-codes", type=int, default=8,
+                    help="LAM codebook size |A| (Genie: 8); a game with few visible actions (Breakout: stay, left, "
+                    "right) splits 8 codes over other motion (the ball), fewer codes keep them on the paddle")
+    ap.add_argument("--lam-patch", type=int, default=LAM_CPU["patch_size"], help="LAM patch size (pixels)")
+    ap.add_argument("--lam-batch", type=int, default=16, help="LAM clips per step")
+    ap.add_argument("--lam-no-encoder-positions", action="store_true",
+                    help="LAM encoder without spatial positions: latents say what changed, not where "
+                    "(Breakout: with positions the codes follow the paddle's position, not its move)")
+    ap.add_argument("--lam-lr", type=float, default=1e-3)
+    ap.add_argument("--expert-style", default=None,
+                    help="scripted expert variant for recording and the expert baseline (default: the data's "
+                    "meta.json extra.expert_style, else 'default'; Breakout: 'follow')")
     ap.add_argument("--latent-delay", type=int, default=-1, help="read latent actions d steps later (-1: auto)")
     ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -58,6 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     ap.add_argument("--out", type=Path, default=Path("runs/latent-bc"))
     ap.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the result")
+    ap.add_argument("--latent-only", action="store_true",
+                    help="train and score only the latent-action policies (cached; the oracles can train at the "
+                    "same time in another process with --oracle-only); no table")
+    ap.add_argument("--oracle-only", action="store_true",
+                    help="train and score only the oracles and the baselines (no LAM needed; cached in --out, so a "
+                    "later full run reuses them) and print their scores; no table")
     args = ap.parse_args(argv)
     if args.quick:
         args.frames, args.lam_steps, args.policy_steps, args.episodes, args.max_steps = 3000, 60, 60, 2, 300
@@ -67,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args) -> dict:
+    from playworld.data.format import load_dataset
     from playworld.eval.latent_policy_eval import evaluate_agents, evaluate_policy, mean_ci95, normalized
     from playworld.eval.metrics import latent_map_accuracy, normalized_mutual_info
     from playworld.eval.vla_eval import machine_info
@@ -100,15 +123,20 @@ def run(args) -> dict:
     data = args.data or out / "data"
     t0 = time.perf_counter()
     if not data.exists():
-        record_atari_expert(args.game, args.frames, size=64, seed=0, out=data, progress=False)
+        record_atari_expert(args.game, args.frames, size=64, seed=0, out=data, progress=False,
+                            expert_style=args.expert_style)
     timed("record_s", t0)
+    style = args.expert_style or load_dataset(data).meta.get("extra", {}).get("expert_style", "default")
 
     # 2. the latent action model, trained on all the video without actions
     t0 = time.perf_counter()
     lam_dir = args.lam or out / "lam"
+    if args.oracle_only:
+        return run_oracles(args, data, style)
     if args.lam is None and not (lam_dir / "model.safetensors").exists():
-        train_lam(data, lam_dir, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, batch_size=16, lr=1e-3,
-                  progress=False, **LAM_CPU)
+        train_lam(args.lam_data or data, lam_dir, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, num_actions=args.lam_codes,
+                  batch_size=args.lam_batch, lr=args.lam_lr, progress=False, **{**LAM_CPU, "patch_size": args.lam_patch},
+                  encoder_positions=not args.lam_no_encoder_positions)
     timed("lam_train_s", t0)
 
     # 3. label every expert transition with the frozen LAM (cached)
@@ -137,9 +165,7 @@ def run(args) -> dict:
     print("latent labels:", lam_quality, flush=True)
 
     def tcfg(seed: int) -> TrainConfig:
-        return TrainConfig(steps=args.policy_steps, batch_size=args.batch_size, lr=3e-3, warmup_steps=100,
-                           weight_decay=1e-4, precision="fp32", eval_every=0, sample_every=0,
-                           ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
+        return policy_train_config(args, seed)
 
     base = dict(image_size=ds.frame_size, num_actions=num_actions, num_latent=num_latent,
                 num_frames=args.num_frames, grayscale=not args.rgb,
@@ -170,7 +196,8 @@ def run(args) -> dict:
     for who in ("expert", "random"):
         if who not in scores:
             t0 = time.perf_counter()
-            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps)
+            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps,
+                                          style=style)
             timed("eval_s", t0)
             atomic_write_json(scores_path, scores)
 
@@ -192,10 +219,14 @@ def run(args) -> dict:
             name = "latent" if d == 0 else f"latent-delay{d}"
             latent_net = trained(out / f"seed{seed}" / name, latent_cfg, train.subset(all_idx), all_z, seed)
             score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
+            if args.latent_only:
+                continue
             oracle_cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", **base)
             sub = train.subset(labelled)
             oracle = trained(out / f"seed{seed}" / f"oracle-K{k}", oracle_cfg, sub, sub.real, seed)
             score(f"oracle/K={k}/seed={seed}", lambda oracle=oracle: LatentActionPolicy(oracle))
+    if args.latent_only:
+        return {"lam_quality": lam_quality, "scores": scores}
 
     # 6. the table
     rnd, exp = scores["random"]["mean_return"], scores["expert"]["mean_return"]
@@ -217,7 +248,8 @@ def run(args) -> dict:
                                                      if oracle_all > rnd else float("nan"))
             r[method]["normalized_vs_expert"] = round(normalized(r[method]["mean"], rnd, exp), 3)
     result = {
-        "game": args.game, "data": str(data), "train_transitions": len(train), "lam": str(lam_dir),
+        "game": args.game, "data": str(data), "expert_style": style,
+        "lam_data": str(args.lam_data or data) if args.lam is None else None, "train_transitions": len(train), "lam": str(lam_dir),
         "lam_quality": lam_quality, "seeds": args.seeds, "episodes": args.episodes, "max_steps": args.max_steps,
         "policy_steps": args.policy_steps, "policy_preset": args.policy_preset, "num_frames": args.num_frames,
         "rgb": args.rgb,
@@ -230,6 +262,56 @@ def run(args) -> dict:
     plot(result, out / "latent_bc.png")
     print(markdown_table(result))
     return result
+
+
+def run_oracles(args, data: Path, style: str) -> dict:
+    """``--oracle-only``: the baselines and the oracle of every K and seed, cached as the full run caches them."""
+    from playworld.eval.latent_policy_eval import evaluate_agents, evaluate_policy, mean_ci95
+    from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
+    from playworld.policy.train_latent import imitation_split, select_labelled, train_policy
+    from playworld.utils import atomic_write_json
+
+    out: Path = args.out
+    train, _ = imitation_split(data)
+    ds = train.dataset
+    scores_path = out / "scores.json"
+    scores: dict[str, dict] = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    for who in ("expert", "random"):
+        if who not in scores:
+            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps, style=style)
+            atomic_write_json(scores_path, scores)
+    cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", image_size=ds.frame_size,
+                                    num_actions=len(ds.action_names), num_latent=args.lam_codes,
+                                    num_frames=args.num_frames, grayscale=not args.rgb, action_names=ds.action_names,
+                                    game=args.game)
+    for seed in args.seeds:
+        for k in parse_ks(args.ks):
+            folder = out / f"seed{seed}" / f"oracle-K{k}"
+            if (folder / "model.safetensors").exists() and (folder / "train_summary.json").exists():
+                net = LatentPolicyNet.from_pretrained(folder)
+            else:
+                sub = train.subset(select_labelled(len(train), k, seed, f"the expert transitions of {data}"))
+                net = train_policy(cfg, sub, sub.real, folder, policy_train_config(args, seed),
+                                   resume=(folder / "checkpoints").exists())
+            key = f"oracle/K={k}/seed={seed}"
+            if key not in scores:
+                scores[key] = evaluate_policy(LatentActionPolicy(net), args.game, args.episodes, seed=1000,
+                                              max_steps=args.max_steps)
+                atomic_write_json(scores_path, scores)
+            print(key, scores[key]["mean_return"], flush=True)
+    print("expert", scores["expert"]["mean_return"], "random", scores["random"]["mean_return"])
+    for k in parse_ks(args.ks):
+        per_seed = [scores[f"oracle/K={k}/seed={s}"]["mean_return"] for s in args.seeds]
+        print(f"oracle K={k}: {mean_ci95(per_seed)} per seed {per_seed}")
+    return scores
+
+
+def policy_train_config(args, seed: int):
+    from playworld.train.loop import TrainConfig
+
+    return TrainConfig(steps=args.policy_steps, batch_size=args.batch_size, lr=3e-3, warmup_steps=100,
+                       weight_decay=1e-4, precision="fp32", eval_every=0, sample_every=0,
+                       ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
 
 
 def markdown_table(r: dict) -> str:

@@ -279,6 +279,65 @@ def test_breakout_expert_beats_random_play_also_while_exploring():
     assert min(expert) >= 12 and min(exploring) >= 12 and max(random) <= 6
 
 
+def _breakout_ram(paddle: int, ball_x: int, ball_y: int) -> np.ndarray:
+    ram = np.zeros(128, np.uint8)
+    ram[72], ram[99], ram[101] = paddle, ball_x, ball_y
+    return ram
+
+
+def test_breakout_follow_style_follows_the_ball_column_not_the_landing_point():
+    """The 'follow' expert's action is sign(ball x - paddle centre) outside a 4-pixel dead zone (a rule a
+    policy reads off one frame); the default expert goes for the landing point."""
+    from playworld.policy.experts import BreakoutExpert, expert_styles, make_expert
+
+    assert expert_styles("breakout") == ["default", "follow"] and expert_styles("Pong") == ["default"]
+    follow, default = make_expert("Breakout", style="follow"), make_expert("Breakout", seed=1)
+    assert isinstance(follow, BreakoutExpert) and follow.track == "ball" and follow.aim == 0 and follow.carry == 0
+    assert default.track == "landing" and make_expert("Breakout", style="default").dead_zone == default.dead_zone
+    # Ball coming down and to the left (x 140 -> 130, y 100 -> 110): it lands at x 60, left of the paddle
+    # (centre 100 + 9), but its column is still right of it.
+    for agent in (follow, default):
+        agent.act(_breakout_ram(100, 140, 100))
+    assert follow.act(_breakout_ram(100, 130, 110)) == BreakoutExpert.RIGHT
+    assert default.act(_breakout_ram(100, 130, 110)) == BreakoutExpert.LEFT
+    follow.reset()
+    assert follow.act(_breakout_ram(100, 112, 110)) == BreakoutExpert.NOOP  # 3 pixels off: dead zone
+    assert follow.act(_breakout_ram(100, 104, 120)) == BreakoutExpert.LEFT
+    assert follow.act(_breakout_ram(100, 0, 0)) == BreakoutExpert.FIRE  # no ball in play
+    with pytest.raises(PlayworldError, match="no expert style 'nope'"):
+        make_expert("Breakout", style="nope")
+    with pytest.raises(PlayworldError, match="track"):
+        BreakoutExpert(track="paddle")  # type: ignore[arg-type]
+
+
+def test_breakout_follow_expert_beats_random_play(tmp_path):
+    from playworld.data.format import load_dataset
+    from playworld.policy.experts import record_atari_expert, score_agents
+
+    # Measured: follow [20, 20], exploring [20, 17], random <= 3 in 600 steps.
+    follow = score_agents("Breakout", "expert", episodes=2, seed=0, max_steps=600, style="follow")
+    exploring = score_agents("Breakout", "expert", episodes=2, seed=0, max_steps=600, explore=0.1, style="follow")
+    random = score_agents("Breakout", "random", episodes=2, seed=0, max_steps=600)
+    assert min(follow) >= 12 and min(exploring) >= 12 and max(random) <= 6
+    ds = load_dataset(record_atari_expert("Breakout", 40, out=tmp_path / "bk", random_fraction=0.0, progress=False,
+                                          expert_style="follow"))
+    assert ds.meta["extra"]["expert_style"] == "follow"
+    with pytest.raises(PlayworldError, match="no expert style"):
+        record_atari_expert("Breakout", 40, out=tmp_path / "bad", expert_style="nope", progress=False)
+    assert not (tmp_path / "bad").exists()
+    # The `playworld record atari` path: style, exploration and the random share reach the expert recorder.
+    from playworld.data.atari import record_atari
+
+    ds = load_dataset(record_atari("Breakout", 40, policy="expert", out=tmp_path / "cli", expert_style="follow",
+                                   explore=0.5, random_fraction=0.5, mean_repeat=1.0, progress=False))
+    extra = ds.meta["extra"]
+    assert extra["expert_style"] == "follow" and extra["explore"] == {"Breakout": 0.5}
+    assert extra["random_fraction"] == 0.5 and extra["random_repeat"] == 1.0
+    assert sorted({e["info"]["policy"] for e in ds.episodes}) == ["expert", "random"]
+    with pytest.raises(PlayworldError, match="--policy expert only"):
+        record_atari("Breakout", 40, policy="random", out=tmp_path / "r", explore=0.5, progress=False)
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 
@@ -313,3 +372,58 @@ def test_tiny_pipeline_end_to_end_produces_the_table(tmp_path):
     assert main(["eval", "latent-policy", "--policy", str(tmp_path / "policy"), "--episodes", "1", "--max-steps", "10",
                  "--out", str(tmp_path / "eval.json")]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["policy_score"]["steps"] == [10]
+
+
+def test_benchmark_oracle_only_then_lam_on_other_video_reuses_the_oracles(tmp_path):
+    """Breakout, 'follow' expert: --oracle-only trains and scores the oracles without a LAM; the full run then
+    trains a 4-code LAM on separate random-play video (--lam-data) and reuses the cached oracles."""
+    from playworld.policy.experts import record_atari_expert
+    from playworld.world.latent_actions import LatentActionModel
+
+    out, bench = tmp_path / "bc", _benchmark()
+    common = ["--game", "Breakout", "--out", str(out), "--policy-steps", "3", "--batch-size", "8", "--episodes", "1",
+              "--max-steps", "20", "--ks", "10", "all", "--seeds", "0", "--lam-clip-len", "4"]
+    scores = bench.main([*common, "--frames", "300", "--expert-style", "follow", "--oracle-only"])
+    assert set(scores) == {"expert", "random", "oracle/K=10/seed=0", "oracle/K=all/seed=0"}
+    assert not (out / "lam").exists() and not (out / "latent_bc.json").exists()
+    oracle_file = out / "seed0" / "oracle-K10" / "model.safetensors"
+    stamp = oracle_file.stat().st_mtime_ns
+    rand = record_atari_expert("Breakout", 200, out=tmp_path / "rand", random_fraction=1.0, random_repeat=1.0,
+                               progress=False)
+    lam_args = ["--lam-data", str(rand), "--lam-codes", "4", "--lam-steps", "4", "--latent-delay", "0"]
+    part = bench.main([*common, *lam_args, "--latent-only"])
+    assert {k for k in part["scores"] if "/" in k} == {f"latent/K={k}/seed=0" for k in (10, "all")} | set(scores) - {
+        "expert", "random"}
+    assert not (out / "latent_bc.json").exists()
+    latent_file = out / "seed0" / "latent" / "model.safetensors"
+    latent_stamp = latent_file.stat().st_mtime_ns
+    res = bench.main([*common, *lam_args])
+    assert res["expert_style"] == "follow" and res["lam_data"] == str(rand)  # the style read from the data
+    assert LatentActionModel.from_pretrained(out / "lam").num_actions == 4
+    assert len(res["lam_quality"]["latent_histogram"]) == 4
+    assert oracle_file.stat().st_mtime_ns == stamp and latent_file.stat().st_mtime_ns == latent_stamp  # reused
+    assert [r["K"] for r in res["rows"]] == [10, "all"]
+
+
+def test_lam_without_encoder_positions_cannot_tell_where_a_change_happened(tmp_path):
+    """encoder_positions=False: swapping two patch columns of every frame leaves the continuous latents
+    unchanged (the encoder sees what changed, not where); with positions (the default) they change. The
+    option survives save/load and the encoder's position embedding stays zero through training."""
+    torch.manual_seed(0)
+    video = torch.rand(2, 4, 3, 32, 32)
+    swapped = video.clone()
+    swapped[..., :, 0:8], swapped[..., :, 8:16] = video[..., :, 8:16], video[..., :, 0:8]  # patch columns 0 <-> 1
+    free = LatentActionModel(LatentActionConfig(**LAM, encoder_positions=False)).eval()
+    placed = LatentActionModel(LatentActionConfig(**LAM)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(free.encode_latents(video), free.encode_latents(swapped), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(placed.encode_latents(video), placed.encode_latents(swapped), atol=1e-3)
+    free.train()
+    opt = torch.optim.AdamW([p for p in free.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    loss, _ = free.training_step(video)
+    loss.backward()
+    opt.step()
+    assert free.encoder.pos_embed.abs().sum() == 0 and placed.encoder.pos_embed.abs().sum() > 0
+    free.save_pretrained(tmp_path / "lam")
+    loaded = LatentActionModel.from_pretrained(tmp_path / "lam")
+    assert loaded.config.encoder_positions is False and not loaded.encoder.pos_embed.requires_grad

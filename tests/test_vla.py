@@ -205,6 +205,22 @@ def test_save_load_round_trip(tmp_path, model):
         assert torch.equal(v, loaded.state_dict()[k]), k
 
 
+def test_tiny_patch_16_reads_twice_the_pixels_into_the_same_tokens(tmp_path):
+    coarse, fine = _model(image_size=32), _model(image_size=64, tiny_patch=16)
+    assert fine.num_image_tokens == coarse.num_image_tokens == 16
+    assert len(fine.vision.net) > len(coarse.vision.net)  # one more stride-2 convolution
+    img = _image(2, 64)
+    assert fine.encode_images(img).shape[:2] == (2, 16)
+    # the 64 px image is read, not a 32 px copy of it: changing one 2x2 block of pixels changes the tokens
+    img2 = img.clone()
+    img2[:, 10:12, 10:12] = 255 - img2[:, 10:12, 10:12]
+    assert not torch.allclose(fine.encode_images(img), fine.encode_images(img2))
+    fine.save_pretrained(tmp_path / "fine")
+    loaded = VLA.from_pretrained(tmp_path / "fine")
+    assert loaded.config.tiny_patch == 16
+    assert torch.equal(loaded.encode_images(img), fine.encode_images(img))
+
+
 def test_checkpoint_with_another_action_tokenizer_is_rejected(tmp_path, model):
     model.save_pretrained(tmp_path / "vla")
     other = ActionTokenizer([0.0, -0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0], Q99)
@@ -324,6 +340,10 @@ def test_plan_targets(model):
 def test_config_validation():
     with pytest.raises(PlayworldError, match="multiple of 8"):
         VLAConfig(backbone="tiny", image_size=30)
+    with pytest.raises(PlayworldError, match="multiple of 16"):
+        VLAConfig(backbone="tiny", image_size=72, tiny_patch=16)
+    with pytest.raises(PlayworldError, match="tiny_patch must be 8 or 16"):
+        VLAConfig(backbone="tiny", tiny_patch=4)
     with pytest.raises(PlayworldError, match="action_token_ids"):
         VLAConfig(action_token_ids=(1, 2, 3))
     with pytest.raises(PlayworldError, match="state_q01"):

@@ -34,6 +34,8 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
         torch.set_num_threads(threads)
     assert rc == 0
     assert {"config.json", "model.safetensors", "action_tokenizer.json"} <= {p.name for p in out.iterdir()}
+    # the demos were rendered at 64 px (the model reads 32): evaluation must render at 64 too
+    assert json.loads((out / "config.json").read_text())["camera_size"] == 64
     summary = json.loads((out / "train_summary.json").read_text())
     # exact-bin accuracy per action dimension, named after the dataset's action names
     assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)
@@ -43,6 +45,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     ])
     assert rc == 0
     report = json.loads((out / "eval" / "vla_eval.json").read_text())
+    assert report["camera_size"] == 64
     seen = report["suites"]["seen"]
     assert seen["episodes"] == 1 and 0 <= seen["ci95"][0] <= seen["ci95"][1] <= 1
     assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question

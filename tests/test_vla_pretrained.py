@@ -216,3 +216,25 @@ def test_pretrained_backbone_loads_offline(monkeypatch):
     with torch.inference_mode():
         bins, toks, _ = decode_actions(model, *model.prefill(img, torch.tensor([model.encode_text(robot_prompt("pick up the red cube"))])))
     assert bins.shape == (1, 8) and set(toks.flatten().tolist()) <= set(ids)
+
+
+def test_latent_tokens_are_the_next_least_used_ids(hf_folder):
+    """LAPA on an HF backbone: K latent tokens taken after the 256 action tokens, in the same
+    least-used order, with their own embeddings; latent decoding emits only them."""
+    from playworld.policy.backbones import reference_corpus
+    from playworld.policy.decoding import decode_latent_actions
+    from playworld.policy.vqa import tabletop_corpus
+
+    torch.manual_seed(0)
+    model = VLA(_config(hf_folder, num_latent_actions=8, latent_action_len=2)).eval()
+    cfg = model.config
+    both = least_used_token_ids(model.tokenizer, reference_corpus() + tabletop_corpus(), 256 + 8)
+    assert len(cfg.latent_token_ids) == 8 and model.latent_embed.shape == (8, model.lm.dim)
+    assert set(cfg.action_token_ids) <= set(both)  # one ranking: actions first, the latent ids next
+    assert set(cfg.latent_token_ids) == set(both) - set(cfg.action_token_ids)
+    image = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    prompt = torch.tensor([model.encode_text(robot_prompt("pick up the red cube"))])
+    codes, ids, _ = decode_latent_actions(model, *model.prefill(image, prompt))
+    assert codes.shape == (1, 2) and set(ids[0].tolist()) <= set(cfg.latent_token_ids)
+    masked, _, _ = decode_latent_actions(model, *model.prefill(image, prompt), restrict_head=False)
+    assert torch.equal(codes, masked)

@@ -322,6 +322,9 @@ def record_atari(
     overwrite: bool = False,
     progress: bool = True,
     action_effects: bool = False,
+    expert_style: str | None = None,
+    random_fraction: float = 0.25,
+    explore: float | None = None,
 ) -> Path:
     """Record ``frames`` frames (split evenly over ``games``) into the dataset folder ``out``.
 
@@ -336,7 +339,11 @@ def record_atari(
         from playworld.policy.experts import record_atari_expert
 
         return record_atari_expert(games, frames, size, seed, out, frame_skip=frame_skip,
-                                   max_episode_frames=max_episode_frames, overwrite=overwrite, progress=progress)
+                                   max_episode_frames=max_episode_frames, overwrite=overwrite, progress=progress,
+                                   expert_style=expert_style, random_fraction=random_fraction,
+                                   random_repeat=mean_repeat, explore=explore)
+    if expert_style not in (None, "default") or explore is not None:
+        raise PlayworldError("--expert-style and --explore apply to --policy expert only.")
     if policy != "random":
         raise PlayworldError(f"unknown policy '{policy}'; the Atari recorder supports: random, expert.")
     if frames < 1 or size < 8 or frame_skip < 1 or envs < 1 or mean_repeat < 1 or max_episode_frames < 2:
@@ -571,6 +578,13 @@ class RecordAtari:
     """Replace an existing dataset at --out."""
     action_effects: bool = False
     """Also store, per frame, which actions would have given the same next frame as the taken one (`equivalent_actions`, a bitmask) and whether it differs from NOOP's (`action_effect`): every action is tried from the same emulator state. About 20x slower (single emulators, one try per action); for evaluating latent actions."""
+    expert_style: str = "default"
+    """With --policy expert: the expert's variant (playworld.policy.experts.EXPERT_STYLES; Breakout `follow`: the paddle follows the ball's column, a rule a small policy clones; docs/bridge.md)."""
+    random_fraction: float = 0.25
+    """With --policy expert: the share of frames played by the random policy (episodes of their own, holding each action --mean-repeat steps on average), for the latent action model to see actions vary."""
+
+    explore: float | None = None
+    """With --policy expert: the expert's exploration (probability per step of starting a random action while the ball is far; default: the game's, Pong 0, Breakout 0.1). High exploration makes varied play for a latent action model: expert-like states, actions it cannot predict."""
 
     def run(self) -> int:
         path = record_atari(
@@ -586,6 +600,9 @@ class RecordAtari:
             max_episode_frames=self.max_episode_frames,
             overwrite=self.overwrite,
             action_effects=self.action_effects,
+            expert_style=None if self.expert_style == "default" else self.expert_style,
+            random_fraction=self.random_fraction,
+            explore=self.explore,
         )
         ds = load_dataset(path)
         print(f"wrote {ds.num_frames} frames in {ds.num_episodes} episodes to {path}")

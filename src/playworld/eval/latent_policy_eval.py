@@ -55,14 +55,15 @@ def evaluate_policy(policy, game: str, episodes: int = 8, seed: int = 1000, max_
 
 
 def evaluate_agents(game: str, who: str, episodes: int = 8, seed: int = 1000, max_steps: int = 2500,
-                    size: int = 64, parallel: int = 8) -> dict:
-    """The scripted expert (``who="expert"``) or the random policy, on the same starts."""
+                    size: int = 64, parallel: int = 8, style: str | None = None) -> dict:
+    """The scripted expert (``who="expert"``, variant ``style``, see ``EXPERT_STYLES``) or the random
+    policy, on the same starts."""
     from playworld.policy.experts import AtariRamEnv, RandomAgent, agent_policy, make_expert, play_episodes
 
     t0 = time.perf_counter()
     n = min(parallel, episodes)
     num_actions = AtariRamEnv(game).num_actions
-    agents = [make_expert(game, seed=seed + i) if who == "expert" else RandomAgent(num_actions, seed=seed + i)
+    agents = [make_expert(game, seed=seed + i, style=style) if who == "expert" else RandomAgent(num_actions, seed=seed + i)
               for i in range(n)]
     res = play_episodes(agent_policy(agents), game, episodes, seed=seed, size=size, max_steps=max_steps, parallel=n)
     return summarize([r["return"] for r in res], [r["steps"] for r in res], time.perf_counter() - t0)
@@ -97,6 +98,8 @@ class EvalLatentPolicy:
     """Episode i starts from no-op seed SEED + i (recordings use seeds from 0)."""
     baselines: bool = False
     """Also play the scripted expert and the random policy on the same starts."""
+    expert_style: str = "default"
+    """The scripted expert's variant for --baselines (e.g. Breakout `follow`, the one its video was recorded with)."""
     out: Path | None = None
     """Write the results as JSON here."""
 
@@ -117,7 +120,7 @@ class EvalLatentPolicy:
         if self.baselines:
             for who in ("expert", "random"):
                 res[who] = evaluate_agents(game, who, self.episodes, self.seed, self.max_steps,
-                                           size=policy.config.image_size[0])
+                                           size=policy.config.image_size[0], style=self.expert_style)
                 line += f" | {who} {_fmt(res[who])}"
             res["normalized_score"] = round(normalized(res["policy_score"]["mean_return"],
                                                        res["random"]["mean_return"], res["expert"]["mean_return"]), 3)

@@ -78,13 +78,15 @@ def evaluate_suite(
     max_steps: int = 120,
     gif_episodes: int = 0,
     vqa_per_episode: int = 4,
+    camera_size: int = 128,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Run ``episodes`` closed-loop episodes of ``suite``; returns (metrics, GIF frames)."""
+    """Run ``episodes`` closed-loop episodes of ``suite`` with the camera rendering
+    ``camera_size`` px images; returns (metrics, GIF frames)."""
     from playworld.envs.tabletop import Tabletop, get_suite
     from playworld.eval.metrics import confidence_interval_95
     from playworld.policy.vqa import answers_match, plan_question, sample_questions, scene_from_env
 
-    env = Tabletop(suite=suite, max_steps=max_steps)
+    env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size)
     specs = get_suite(suite).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
     successes, steps, per_task, gif = 0, [], {}, []
@@ -169,6 +171,8 @@ class EvalVLA:
     """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    camera_size: int = 0
+    """Camera image side the env renders (0: the size the policy's training data was recorded at, from its config; 128 if unknown)."""
     out: Path | None = None
     """Where vla_eval.json and the GIFs go (default: POLICY/eval)."""
 
@@ -177,6 +181,8 @@ class EvalVLA:
             raise PlayworldError(f"--episodes must be >= 1, got {self.episodes}.")
         if self.max_steps < 1 or self.threads < 0 or self.vqa_per_episode < 0 or self.gif_episodes < 0:
             raise PlayworldError("--max-steps must be >= 1 and --threads, --vqa-per-episode, --gif-episodes >= 0.")
+        if self.camera_size < 0:
+            raise PlayworldError(f"--camera-size must be >= 0 (0: the training data's size), got {self.camera_size}.")
 
     def run(self) -> dict[str, Any]:
         from playworld.envs.tabletop import SUITES
@@ -188,6 +194,7 @@ class EvalVLA:
         policy = VLAPolicy.from_pretrained(
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature
         )
+        camera = self.camera_size or policy.model.config.camera_size or 128
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
         suites = list(SUITES) if self.suite == "all" else [self.suite]
         report: dict[str, Any] = {
@@ -198,13 +205,16 @@ class EvalVLA:
             "temperature": self.temperature,
             "dtype": self.dtype,
             "seed": self.seed,
+            "max_steps": self.max_steps,
+            "camera_size": camera,
             "machine": machine_info(),
             "suites": {},
         }
         start = time.perf_counter()
         for name in suites:
             metrics, frames = evaluate_suite(
-                policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode
+                policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode,
+                camera,
             )
             if frames:
                 metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))

@@ -115,18 +115,21 @@ class HFTextTokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
 
-def least_used_token_ids(tokenizer: HFTextTokenizer, corpus: Iterable[str], n: int = 256) -> list[int]:
+def least_used_token_ids(
+    tokenizer: HFTextTokenizer, corpus: Iterable[str], n: int = 256, exclude: Iterable[int] = ()
+) -> list[int]:
     """The ``n`` tokens least used on ``corpus``: RT-2's PaLM-E recipe for action tokens.
 
     Tokens are ranked by their count on the corpus (fewest first); ties - most of a 49k
     vocabulary never occurs in any small corpus - are broken by the *highest* id first, because
     BPE vocabularies add merges in order of frequency on the tokenizer's own training data, so
-    the last ids are the rarest there. Special tokens are never taken.
+    the last ids are the rarest there. Special tokens and ``exclude`` (ids already taken, e.g.
+    the action tokens when choosing latent-action tokens) are never taken.
     """
     counts: Counter[int] = Counter()
     for text in corpus:
         counts.update(tokenizer.encode(text))
-    special = set(getattr(tokenizer.tok, "all_special_ids", []) or [])
+    special = set(getattr(tokenizer.tok, "all_special_ids", []) or []) | set(exclude)
     candidates = [i for i in range(tokenizer.vocab_size) if i not in special]
     if len(candidates) < n:
         raise PlayworldError(f"the tokenizer has only {len(candidates)} ordinary tokens; {n} action tokens are needed.")
@@ -150,24 +153,24 @@ def reference_corpus() -> list[str]:
 
 
 class TinyVisionEncoder(nn.Module):
-    """Three stride-2 convolutions: (B, 3, S, S) -> (B, (S/8)^2, dim) tokens, trained from scratch."""
+    """Stride-2 convolutions trained from scratch: (B, 3, S, S) -> (B, (S/patch)^2, dim) tokens.
 
-    def __init__(self, dim: int, image_size: int):
+    ``patch`` 8: three convolutions (the original tiny encoder); 16: a fourth one, so a 128 px
+    image still gives 8 x 8 tokens while the first layers see the small objects at full size."""
+
+    def __init__(self, dim: int, image_size: int, patch: int = 8):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 4, stride=2, padding=1),
-            nn.GroupNorm(8, 32),
-            nn.GELU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1),
-            nn.GroupNorm(8, 64),
-            nn.GELU(),
-            nn.Conv2d(64, dim, 4, stride=2, padding=1),
-        )
+        widths = {8: [3, 32, 64], 16: [3, 32, 64, 128]}[patch]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU()]
+        layers.append(nn.Conv2d(widths[-1], dim, 4, stride=2, padding=1))
+        self.net = nn.Sequential(*layers)
         self.out_dim = dim
-        self.num_tokens = (image_size // 8) ** 2
+        self.num_tokens = (image_size // patch) ** 2
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self.net(images * 2.0 - 1.0)  # (B, dim, S/8, S/8)
+        x = self.net(images * 2.0 - 1.0)  # (B, dim, S/patch, S/patch)
         return rearrange(x, "b c h w -> b (h w) c")
 
 
@@ -620,7 +623,7 @@ def build_backbone(config) -> Backbone:
         if not config.vocab:
             raise PlayworldError("a tiny VLA needs its word vocabulary (VLAConfig.vocab); build it with WordTokenizer.build().")
         tok = WordTokenizer(config.vocab)
-        vision = TinyVisionEncoder(config.dim, config.image_size)
+        vision = TinyVisionEncoder(config.dim, config.image_size, config.tiny_patch)
         lm = TinyLM(tok.vocab_size, config.dim, config.depth, config.heads, config.mlp_ratio, config.max_seq_len)
         return Backbone(vision, lm, tok, "tiny")
     model, tok = load_hf_causal_lm(config.backbone, pretrained_weights=config.pretrained_weights)

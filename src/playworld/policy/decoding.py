@@ -7,6 +7,8 @@ language questions keep the full vocabulary". Text (answers, plans) is decoded g
   (logit masking: every other token gets -inf). The fast path computes only the 256 action
   logits (``hidden @ action_embed.T``), which is the same numbers as masking the full logits
   and skips the 49k-row output matrix on every step.
+- :func:`decode_latent_actions` - the same for a LAPA-pretrained model: ``latent_action_len``
+  tokens, each masked to the K latent-action tokens.
 - :func:`decode_actions_unconstrained` - the ablation: any token may come out; the result is
   rejected (:class:`ActionDecodeError`) unless it is exactly ``action_dim`` action tokens.
 - :func:`generate_text` - full-vocabulary greedy text until ``<eos>`` (or a stop string).
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionDecodeError
 from playworld.policy.vla import ACTION_MARKER, VLA
 
@@ -77,25 +80,62 @@ def decode_actions(
     Returns:
         bins (B, action_dim) int64 in [0, num_bins), token ids (B, action_dim), the cache.
     """
-    count = model.config.action_dim
-    allowed = action_token_mask(model)
-    bins, ids = [], []
+    return _decode_constrained(
+        model, hidden, cache, model.config.action_dim, model.action_logits, model.action_ids, model.bin_of,
+        restrict_head, temperature, generator,
+    )
+
+
+def latent_token_mask(model: VLA) -> Tensor:
+    """Bool (V,): True for the latent-action tokens (LAPA)."""
+    return model.latent_of >= 0
+
+
+@torch.no_grad()
+def decode_latent_actions(
+    model: VLA,
+    hidden: Tensor,
+    cache: Any,
+    restrict_head: bool = True,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Any]:
+    """Constrained decoding of ``latent_action_len`` latent-action tokens (a LAPA-pretrained VLA):
+    every token is one of the model's K latent tokens, never a word or an action token.
+
+    Returns codes (B, latent_action_len) int64 in [0, K), token ids (B, latent_action_len), the cache.
+    """
+    if not model.config.num_latent_actions:
+        raise PlayworldError("this VLA has no latent-action tokens; it was not trained with --latent-lam.")
+    return _decode_constrained(
+        model, hidden, cache, model.config.latent_action_len, model.latent_logits, model.latent_ids,
+        model.latent_of, restrict_head, temperature, generator,
+    )
+
+
+def _decode_constrained(model: VLA, hidden: Tensor, cache: Any, count: int, head, token_ids: Tensor,
+                        index_of: Tensor, restrict_head: bool, temperature: float,
+                        generator: torch.Generator | None) -> tuple[Tensor, Tensor, Any]:
+    """``count`` tokens from one token set: ``head`` gives its logits (..., n) in index order,
+    ``token_ids`` (n,) index -> token id, ``index_of`` (V,) token id -> index (-1 outside)."""
+    allowed = index_of >= 0
+    index, ids = [], []
     for i in range(count):
         if restrict_head:
-            logits = model.action_logits(hidden).float()  # (B, 256), bin order
+            logits = head(hidden).float()  # (B, n), index order
             _check_finite(logits)
             b = pick(logits, temperature, generator)  # (B,)
-            tok = model.action_ids[b]
+            tok = token_ids[b]
         else:
             logits = mask_logits(model.logits(hidden).float(), allowed)  # (B, V)
             _check_finite(logits)
             tok = pick(logits, temperature, generator)
-            b = model.bin_of[tok]
-        bins.append(b)
+            b = index_of[tok]
+        index.append(b)
         ids.append(tok)
         if i < count - 1:  # the last token needs no forward pass: nothing comes after it
             hidden, cache = model.extend(tok[:, None], cache)
-    return torch.stack(bins, 1), torch.stack(ids, 1), cache
+    return torch.stack(index, 1), torch.stack(ids, 1), cache
 
 
 @torch.no_grad()
@@ -160,7 +200,8 @@ def decode_plan_and_actions(
     Returns (the plan in words, bins (1, action_dim), cache); raises :class:`ActionDecodeError`
     if no "Action:" came within ``max_answer_tokens``."""
     ids, stopped, hidden, cache = generate_text(
-        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=action_token_mask(model)
+        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER,
+        banned=action_token_mask(model) | latent_token_mask(model),
     )
     text = model.tokenizer.decode(ids).strip()
     if not stopped or not text.lower().endswith(ACTION_MARKER.lower()):

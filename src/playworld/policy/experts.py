@@ -31,7 +31,9 @@ Breakout 5 3000 [EXPLORE]``, <= 3000 steps, i.e. up to 3.3 minutes of play, 5 li
 serving each ball): the expert scores +361.8 (297-410), +286.6 (186-406) with ``explore=0.1``
 (its recording default); random play +1.0 (0-2). Breakout ignores the no-op start (the serve
 waits for FIRE), so a deterministic policy plays the same game from every start; the expert's
-aim jitter and exploration vary its games.
+aim jitter and exploration vary its games. The ``follow`` style (:data:`EXPERT_STYLES`: follow the
+ball's column, 4-pixel dead zone, no aim offset, no carry correction), the one a small policy
+clones: +55.0 (55 in every game, deterministic), +65.4 (37-84) with ``explore=0.1``.
 
 Frames: the emulator's RGB screen, max-pooled over the last two emulator frames of each step
 (Atari sprites flicker), cropped to the playfield (the score bar is dropped: it is not
@@ -292,6 +294,9 @@ class BreakoutExpert:
             ~6 steps), so the expert recovers, and the video shows it recovering.
         explore_hold: mean number of steps an exploring action is held.
         seed: seed of the aim and the exploration.
+        track: ``"landing"`` (default) aims at the ball's predicted landing point while it comes
+            down; ``"ball"`` always follows the ball's current column (see :data:`EXPERT_STYLES`,
+            ``"follow"``: a decision a policy can read off one frame).
     """
 
     NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3  # the minimal action set
@@ -299,8 +304,10 @@ class BreakoutExpert:
     PADDLE_CENTRE = 9  # ball x (ram[99]) right above the paddle's centre = ram[72] + 9 (16-pixel paddle)
 
     def __init__(self, dead_zone: float = 8.0, carry: float = 10.0, aim: float = 5.0, explore: float = 0.0,
-                 explore_hold: float = 2.0, seed: int = 0):
-        self.dead_zone, self.carry, self.aim = dead_zone, carry, aim
+                 explore_hold: float = 2.0, seed: int = 0, track: Literal["landing", "ball"] = "landing"):
+        if track not in ("landing", "ball"):
+            raise PlayworldError(f"track must be 'landing' or 'ball', got {track!r}.")
+        self.dead_zone, self.carry, self.aim, self.track = dead_zone, carry, aim, track
         self.explore, self.explore_hold = explore, explore_hold
         self.rng = np.random.default_rng(seed)
         self.reset()
@@ -337,7 +344,7 @@ class BreakoutExpert:
             self._hold = 0  # the ball comes close: back to the expert
         if by == 0:  # no ball in play (game start, lost ball): serve
             return self.FIRE
-        target = self._landing(bx, by, vx, vy) + self._offset if coming else bx
+        target = self._landing(bx, by, vx, vy) + self._offset if coming and self.track == "landing" else bx
         carry = {self.RIGHT: self.carry, self.LEFT: -self.carry}.get(self._last, 0.0)
         error = target - (px + self.PADDLE_CENTRE + carry)
         if error > self.dead_zone:
@@ -366,11 +373,36 @@ class RandomAgent:
 
 EXPERTS = {"PongExpert": PongExpert, "BreakoutExpert": BreakoutExpert}
 
+EXPERT_STYLES: dict[str, dict[str, dict]] = {
+    # "follow": the paddle follows the ball's column, 4-pixel dead zone, no aim offset, no
+    # carry correction, so the expert's action is sign(ball x - paddle x) outside the dead zone,
+    # a rule read off the current frame. The default expert's choice hangs on the landing point,
+    # the carry of its last press and a random aim offset (invisible in one frame); a small
+    # policy network does not clone it on a CPU budget (docs/bridge.md). Measured
+    # (``python -m playworld.policy.experts Breakout 5 3000 0 follow``): see docs/bridge.md.
+    "Breakout": {"follow": dict(track="ball", dead_zone=4.0, aim=0.0, carry=0.0)},
+}
 
-def make_expert(game: str, explore: float = 0.0, seed: int = 0) -> PongExpert | BreakoutExpert:
-    """The scripted expert of ``game`` (see :data:`GAMES`); ``explore`` as its class says."""
-    spec = GAMES[resolve_expert_game(game)]
-    return EXPERTS[spec.expert](explore=explore, seed=seed)
+
+def expert_styles(game: str) -> list[str]:
+    """Names of the expert styles of ``game`` (``"default"`` always exists)."""
+    return ["default", *EXPERT_STYLES.get(resolve_expert_game(game), {})]
+
+
+def make_expert(game: str, explore: float = 0.0, seed: int = 0, style: str | None = None) -> PongExpert | BreakoutExpert:
+    """The scripted expert of ``game`` (see :data:`GAMES`); ``explore`` as its class says.
+
+    ``style`` picks a variant from :data:`EXPERT_STYLES` (None or ``"default"``: the class defaults).
+    """
+    key = resolve_expert_game(game)
+    spec = GAMES[key]
+    kwargs: dict = {}
+    if style not in (None, "default"):
+        styles = EXPERT_STYLES.get(key, {})
+        if style not in styles:
+            raise PlayworldError(f"{key} has no expert style {style!r}; styles: {', '.join(expert_styles(key))}.")
+        kwargs = styles[style]
+    return EXPERTS[spec.expert](explore=explore, seed=seed, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,11 +488,13 @@ def agent_policy(agents: list) -> BatchPolicy:
 
 
 def score_agents(game: str, who: Literal["expert", "random"], episodes: int = 5, seed: int = 0,
-                 max_steps: int = 27_000, explore: float = 0.0) -> list[float]:
-    """Returns of the scripted expert (exploring with probability ``explore``) or the random policy."""
+                 max_steps: int = 27_000, explore: float = 0.0, style: str | None = None) -> list[float]:
+    """Returns of the scripted expert (exploring with probability ``explore``; ``style`` as
+    :func:`make_expert`) or the random policy."""
     n = min(episodes, 8)
     num_actions = AtariRamEnv(game).num_actions
-    agents = [make_expert(game, explore=explore, seed=seed + i) if who == "expert" else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
+    agents = [make_expert(game, explore=explore, seed=seed + i, style=style) if who == "expert"
+              else RandomAgent(num_actions, seed=seed + i) for i in range(n)]
     return [r["return"] for r in play_episodes(agent_policy(agents), game, episodes, seed, max_steps=max_steps, parallel=n)]
 
 
@@ -483,6 +517,7 @@ def record_atari_expert(
     max_episode_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    expert_style: str | None = None,
 ) -> Path:
     """Record ``frames`` frames of scripted-expert play (plus random play) into the dataset ``out``.
 
@@ -494,6 +529,8 @@ def record_atari_expert(
     None = the game's default, :attr:`GameSpec.explore`: 0 for Pong, 0.1 for Breakout). True actions
     (ids into the game's minimal action set, named in ``meta.json``) are stored for evaluation
     and for the small labelled subset. Games are cut into episodes of <= ``max_episode_frames``.
+    ``expert_style`` picks an expert variant (:data:`EXPERT_STYLES`; stored in ``meta.json`` as
+    ``extra.expert_style``, so evaluation plays the same expert).
     """
     games = [games] if isinstance(games, str) else list(games)
     if not games:
@@ -506,6 +543,8 @@ def record_atari_expert(
             f"need frames >= 2, random_fraction and explore in [0, 1], max_episode_frames >= 2 (got {frames}, "
             f"{random_fraction}, {explore if explore is not None else explores}, {max_episode_frames})."
         )
+    for k in keys:
+        make_expert(k, style=expert_style)  # an unknown style fails before any work
     names = {tuple(AtariRamEnv(k).action_names) for k in keys}
     if len(names) > 1:
         raise PlayworldError(f"games {keys} have different action sets; record them into separate datasets.")
@@ -514,7 +553,7 @@ def record_atari_expert(
         "recorder": "atari-expert", "games": keys, "policy": "expert", "random_fraction": random_fraction,
         "random_repeat": random_repeat,
         "explore": explores, "seed": seed, "frame_skip": frame_skip, "size": size, "crop": {k: GAMES[k].crop for k in keys},
-        "max_episode_frames": max_episode_frames,
+        "max_episode_frames": max_episode_frames, "expert_style": expert_style or "default",
     }
     from tqdm import tqdm
 
@@ -527,17 +566,19 @@ def record_atari_expert(
             for who, quota in (("expert", per_game - n_random), ("random", n_random)):
                 if quota > 0:
                     _record_policy(writer, game, who, quota, seed + 10_000 * k + (5000 if who == "random" else 0),
-                                   size, frame_skip, explores[game], random_repeat, max_episode_frames, bar)
+                                   size, frame_skip, explores[game], random_repeat, max_episode_frames, bar,
+                                   expert_style)
     bar.close()
     return Path(out)
 
 
 def _record_policy(writer: DatasetWriter, game: str, who: str, quota: int, seed: int, size: int,
-                   frame_skip: int, explore: float, random_repeat: float, max_episode_frames: int, bar) -> None:
+                   frame_skip: int, explore: float, random_repeat: float, max_episode_frames: int, bar,
+                   expert_style: str | None = None) -> None:
     env = AtariRamEnv(game, size=size, frame_skip=frame_skip)
     stored, run = 0, 0
     while stored < quota:
-        agent = (make_expert(game, explore=explore, seed=seed + run) if who == "expert"
+        agent = (make_expert(game, explore=explore, seed=seed + run, style=expert_style) if who == "expert"
                  else RandomAgent(env.num_actions, mean_repeat=random_repeat, seed=seed + run))
         frame, done = env.reset(seed + run), False
         buf: dict[str, list] = {"frames": [], "actions": [], "rewards": []}
@@ -574,13 +615,14 @@ def policy_episodes(data, policy: str | None = "expert") -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m playworld.policy.experts [GAME] [EPISODES] [MAX_STEPS] [EXPLORE]``: expert and random scores."""
+    """``python -m playworld.policy.experts [GAME] [EPISODES] [MAX_STEPS] [EXPLORE] [STYLE]``: expert and random scores."""
     given = list(sys.argv[1:] if argv is None else argv)
-    args = given + ["Pong", "5", "5000", "0"][len(given):]
-    game, episodes, max_steps, explore = args[0], int(args[1]), int(args[2]), float(args[3])
+    args = given + ["Pong", "5", "5000", "0", "default"][len(given):]
+    game, episodes, max_steps, explore, style = args[0], int(args[1]), int(args[2]), float(args[3]), args[4]
     for who in ("expert", "random"):
-        rets = score_agents(game, who, episodes, max_steps=max_steps, explore=explore)  # type: ignore[arg-type]
+        rets = score_agents(game, who, episodes, max_steps=max_steps, explore=explore, style=style)  # type: ignore[arg-type]
         tag = f" (explore {explore})" if who == "expert" and explore else ""
+        tag += f" (style {style})" if who == "expert" and style != "default" else ""
         print(f"{game} {who}{tag}: mean return {np.mean(rets):+.1f} over {episodes} episodes (<= {max_steps} steps) "
               f"{rets}")
 

@@ -77,8 +77,9 @@ def transitions_of(ds: VideoDataset, episodes: list[int]) -> Transitions:
         ts.append(np.arange(max(n, 0), dtype=np.int64))
     ep, t = (np.concatenate(eps), np.concatenate(ts)) if eps else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     real = None
-    if ds.has_actions and ds.actions is not None and ds.actions.ndim == 1:
-        real = np.asarray(ds.actions)[ds.episode_starts[ep] + t].astype(np.int64)
+    actions = getattr(ds, "actions", None)  # LeRobot folders have no frame-level action array (continuous actions)
+    if ds.has_actions and actions is not None and actions.ndim == 1:
+        real = np.asarray(actions)[ds.episode_starts[ep] + t].astype(np.int64)
     return Transitions(ds, ep, t, real)
 
 

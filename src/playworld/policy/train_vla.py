@@ -10,6 +10,11 @@ fraction ``f`` robot data - RT-2's co-fine-tuning (robot data was ~50-66% of its
 
 The action tokenizer (q01/q99 normalisation, 256 bins) comes from the dataset's
 ``meta/stats.json`` and is saved with the model.
+
+LAPA (:mod:`playworld.policy.lapa`): ``--latent-lam LAM`` pretrains on video without reading its
+actions - the LAM labels every transition and each frame's answer is the latent codes of the
+next ``--latent-horizon`` transitions, as latent-action tokens. ``--init VLA_DIR`` starts any
+run from a trained VLA's weights (fine-tuning the LAPA model on a few labelled episodes).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -46,25 +51,31 @@ class Episode:
     """One demonstration, held in memory: frames already at the model's image size."""
 
     frames: np.ndarray  # uint8 (T, S, S, 3)
-    bins: np.ndarray  # int64 (T, 8): the expert's actions as bins
+    bins: np.ndarray | None  # int64 (T, 8): the expert's actions as bins (None: actions not read)
     states: np.ndarray  # float32 (T, 8): the robot's proprioceptive state
     instruction: str
     spec: dict[str, Any] | None  # the EpisodeSpec as a dict (playworld recordings)
+    latent: np.ndarray | None = None  # int64 (T-1,): the LAM's code of each transition t -> t+1 (LAPA)
 
 
 def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer | None = None,
-                  episodes: list[int] | None = None) -> tuple[list[Episode], ActionTokenizer, dict | None]:
+                  episodes: list[int] | None = None,
+                  actions: bool = True) -> tuple[list[Episode], ActionTokenizer | None, dict | None]:
     """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``).
 
-    Returns (episodes, the action tokenizer from the data's stats, the state's stats or None)."""
+    Returns (episodes, the action tokenizer from the data's stats, the state's stats or None).
+    ``actions=False`` (LAPA pretraining) never reads the actions: the folder may have none, the
+    episodes' ``bins`` and the tokenizer are None."""
     import json
 
     from playworld.data.lerobot import load_lerobot
 
     ds = load_lerobot(data)
-    if not ds.has_actions or ds.stats is None or "action" not in ds.stats:
-        raise PlayworldError(f"{data} has no actions or no meta/stats.json; record it with `playworld record tabletop`.")
-    tok = action_tokenizer or ActionTokenizer.from_stats(ds.stats, names=ds.action_names)
+    tok = None
+    if actions:
+        if not ds.has_actions or ds.stats is None or "action" not in ds.stats:
+            raise PlayworldError(f"{data} has no actions or no meta/stats.json; record it with `playworld record tabletop`.")
+        tok = action_tokenizer or ActionTokenizer.from_stats(ds.stats, names=ds.action_names)
     out = []
     for i in episodes if episodes is not None else range(ds.num_episodes):
         ep = ds.episode(i)
@@ -74,9 +85,10 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
         frames = frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         raw_spec = ds.episodes[i].get("playworld/spec")
         states = ep["state"] if ep["state"] is not None else np.zeros((len(frames), 0), np.float32)
-        out.append(Episode(frames, tok.encode(ep["actions"]), states, ep["task"], json.loads(raw_spec) if raw_spec else None))
+        bins = tok.encode(ep["actions"]) if tok is not None else None
+        out.append(Episode(frames, bins, states, ep["task"], json.loads(raw_spec) if raw_spec else None))
         ds.close()  # one decoded episode in memory at a time
-    return out, tok, ds.stats.get("observation.state")
+    return out, tok, (ds.stats or {}).get("observation.state")
 
 
 class VLADataset(Dataset):
@@ -86,22 +98,34 @@ class VLADataset(Dataset):
     a generator seeded by ``(seed, i)``, so the dataset is fixed and training can resume exactly.
     Questions about positions are asked on an episode's first frame only (where the saved
     layout is exact); questions about colours, shapes and counts on any frame.
+
+    ``target="latent"`` (LAPA pretraining): a robot example's answer is the latent codes of the
+    ``latent_action_len`` transitions after its frame (frames too close to the episode's end to
+    have them are left out), written as latent-action tokens; the actions are never read.
     """
 
     def __init__(self, model: VLA, episodes: list[Episode], robot_fraction: float = 1.0,
-                 plan: bool = False, seed: int = 0):
+                 plan: bool = False, seed: int = 0, target: Literal["action", "latent"] = "action"):
         if not 0 < robot_fraction <= 1:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {robot_fraction}.")
         if not episodes:
             raise PlayworldError("no episodes to train on.")
+        if target == "latent" and (plan or any(e.latent is None for e in episodes)):
+            raise PlayworldError("latent (LAPA) examples need every episode's latent labels and no --plan.")
+        if target == "action" and any(e.bins is None for e in episodes):
+            raise PlayworldError("robot examples need the episodes' actions (load them with actions=True).")
         needs_spec = robot_fraction < 1 or plan
         if needs_spec and any(e.spec is None for e in episodes):
             raise PlayworldError(
                 "VQA co-fine-tuning and --plan need each episode's simulator state (playworld/spec), which "
                 "this dataset lacks; record it with `playworld record tabletop` or use --robot-fraction 1."
             )
-        self.model, self.episodes, self.plan, self.seed = model, episodes, plan, seed
-        self.robot_index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.bins))]
+        self.model, self.episodes, self.plan, self.seed, self.target = model, episodes, plan, seed, target
+        if target == "latent":
+            h = model.config.latent_action_len
+            self.robot_index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.latent) - h + 1)]
+        else:
+            self.robot_index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.bins))]
         self.n_robot = len(self.robot_index)
         self.n_vqa = int(round(self.n_robot * (1 - robot_fraction) / robot_fraction))
 
@@ -113,6 +137,9 @@ class VLADataset(Dataset):
         if i < self.n_robot:
             e, t = self.robot_index[i]
             ep = self.episodes[e]
+            if self.target == "latent":
+                codes = ep.latent[t : t + self.model.config.latent_action_len]
+                return e, t, robot_prompt(ep.instruction), self.model.latent_target_ids(codes)
             plan = plan_text(ep.spec) if self.plan else None
             return e, t, robot_prompt(ep.instruction), self.model.action_target_ids(ep.bins[t], plan)
         rng = np.random.default_rng([self.seed, i])
@@ -120,9 +147,9 @@ class VLADataset(Dataset):
         ep = self.episodes[e]
         if rng.random() < PLAN_QUESTION_SHARE:
             qa = plan_question(ep.spec)
-            t = int(rng.integers(len(ep.bins)))
+            t = int(rng.integers(len(ep.frames)))
         else:
-            t = 0 if rng.random() < 0.5 else int(rng.integers(len(ep.bins)))
+            t = 0 if rng.random() < 0.5 else int(rng.integers(len(ep.frames)))
             qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0)[0]
         return e, t, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
 
@@ -152,11 +179,15 @@ def training_texts(episodes: list[Episode]) -> list[str]:
 
 
 def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
-    """Length in tokens of the longest example the data can make."""
+    """Length in tokens of the longest example the data can make (a robot answer: the action
+    tokens, or the latent tokens if they are more, so that a LAPA model has room for both)."""
     longest = 0
+    cfg = model.config
     for ep in episodes:
         p = len(model.encode_text(robot_prompt(ep.instruction)))
-        a = len(model.action_target_ids(ep.bins[0], plan_text(ep.spec) if plan and ep.spec else None))
+        a = len(model.action_target_ids([0] * cfg.action_dim, plan_text(ep.spec) if plan and ep.spec else None))
+        if cfg.num_latent_actions:
+            a = max(a, cfg.latent_action_len)
         longest = max(longest, p + a)
         if ep.spec is not None:
             qas = [q for qs in scene_questions(scene_from_spec(ep.spec)).values() for q in qs] + [plan_question(ep.spec)]
@@ -165,13 +196,14 @@ def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
     return longest
 
 
-def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokenizer, plan: bool, **overrides) -> VLA:
+def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokenizer | None, plan: bool,
+                **overrides) -> VLA:
     """A fresh VLA for this data: tiny gets a vocabulary from the data's text; the text length
     limit fits the longest example."""
     from playworld.policy.backbones import WordTokenizer
 
     preset = "tiny" if backbone == "tiny" else "pretrained"
-    fields = dict(action_tokenizer=tokenizer.to_dict(), plan=plan, **overrides)
+    fields = dict(action_tokenizer=tokenizer.to_dict() if tokenizer is not None else {}, plan=plan, **overrides)
     if preset == "pretrained":
         fields["backbone"] = backbone
     if backbone == "tiny":
@@ -208,6 +240,8 @@ class TrainVLA:
     """Episodes held out for validation (none when there are fewer than 10 episodes)."""
     image_size: int = 0
     """Image side fed to the vision encoder (0 = the backbone's default: 64 tiny, 128 pretrained)."""
+    tiny_patch: int = 8
+    """tiny backbone: pixels per image token side, 8 or 16 (with --image-size 128: 8 x 8 tokens that see the objects at twice the resolution of 64 px)."""
     lora_rank: int = 16
     """LoRA rank for pretrained backbones (0 = full fine-tuning)."""
     from_scratch: bool = False
@@ -218,6 +252,16 @@ class TrainVLA:
     """Continue the run in --out from its latest valid checkpoint."""
     threads: int = 0
     """torch CPU threads (0: torch's default, one per core). On a CPU shared with other jobs use 1: two threads there spin-wait (measured 13x slower per step, docs/vla.md)."""
+    latent_lam: Path | None = None
+    """LAPA pretraining: a latent action model (`playworld train lam` on video of this frame size) labels every transition of --data and the VLA learns to write those latent actions as tokens; the data's actions are never read (it may have none)."""
+    latent_horizon: int = 4
+    """LAPA: latent tokens per answer = the LAM's codes of the next N transitions (LAPA's latent spans frame t to t+H; our LAM labels one step)."""
+    latent_clip_len: int = 6
+    """LAPA: frames per labelling window (the clip length the LAM was trained on; `playworld train lam` default 6)."""
+    num_latent_actions: int = 0
+    """LAPA: latent-action tokens the VLA writes; must equal the LAM's codebook (0: take the LAM's)."""
+    init: Path | None = None
+    """Start from the weights of a trained VLA (e.g. a LAPA-pretrained one, then fine-tune on labelled actions); its backbone and vocabulary are kept, a checkpoint of another backbone or vocabulary is refused."""
     train: TrainSettings = field(
         default_factory=lambda: TrainConfig(
             steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, num_workers=0, eval_every=500, sample_every=0,
@@ -233,6 +277,13 @@ class TrainVLA:
             raise PlayworldError("--episodes must be >= 0 and --val-fraction in [0, 1).")
         if self.threads < 0:
             raise PlayworldError(f"--threads must be >= 0, got {self.threads}.")
+        if self.latent_horizon < 1 or self.latent_clip_len < 2 or self.num_latent_actions == 1:
+            raise PlayworldError(
+                "--latent-horizon must be >= 1, --latent-clip-len >= 2 (an action needs two frames) and "
+                "--num-latent-actions 0 (the LAM's) or >= 2."
+            )
+        if self.latent_lam is not None and self.plan:
+            raise PlayworldError("--plan needs the episodes' plans as answers; LAPA pretraining (--latent-lam) writes latent tokens. Drop one.")
 
     def run(self) -> Path:
         from playworld.data.lerobot import load_lerobot
@@ -245,34 +296,90 @@ class TrainVLA:
         n_val = int(round(n * self.val_fraction)) if n >= 10 else 0
         val_idx = sorted(np.random.default_rng(self.train.seed).permutation(n)[:n_val].tolist())
         train_idx = sorted(set(range(n)) - set(val_idx))
+        latent = self.latent_lam is not None
         size = self.image_size or (64 if self.backbone == "tiny" else 128)
-        train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx)
-        val_eps = load_episodes(self.data, size, tokenizer, val_idx)[0] if val_idx else []
+        if self.init is not None and not self.image_size:
+            from playworld.nn.pretrained import read_model_config
+            from playworld.policy.vla import VLAConfig
+
+            size = read_model_config(self.init, VLAConfig, kind="VLA").image_size  # the checkpoint's, by default
+        train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx, actions=not latent)
+        val_eps = load_episodes(self.data, size, tokenizer, val_idx, actions=not latent)[0] if val_idx else []
         overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
+        if ds.frame_size[0] == ds.frame_size[1]:
+            overrides["camera_size"] = int(ds.frame_size[0])
+        if self.backbone == "tiny":
+            overrides["tiny_patch"] = self.tiny_patch
+        if tokenizer is not None:
+            overrides["action_tokenizer"] = tokenizer.to_dict()
         if self.state:
             if not state_stats or "q01" not in state_stats:
                 raise PlayworldError(f"{self.data} has no observation.state statistics; train with --no-state.")
             overrides.update(state_q01=tuple(state_stats["q01"]), state_q99=tuple(state_stats["q99"]))
-        if self.backbone != "tiny":
-            overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank, pretrained_weights=not self.from_scratch)
-        model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
+        if latent:
+            labels = self._latent_labels(train_eps, train_idx, val_eps, val_idx)
+            overrides.update(num_latent_actions=labels["num_latent_actions"], latent_action_len=self.latent_horizon)
+        if self.init is not None:
+            from playworld.policy.lapa import init_from_checkpoint
+
+            model = init_from_checkpoint(self.init, self.backbone, train_eps + val_eps, overrides, self.plan)
+        else:
+            if self.backbone != "tiny":
+                overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank,
+                                 pretrained_weights=not self.from_scratch)
+            overrides.pop("action_tokenizer", None)
+            model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(
             "VLA %s: %.1fM parameters (%.2fM trained), %d prefix tokens, %d train / %d val episodes, robot fraction %.2f",
             self.backbone, model.num_parameters() / 1e6, trainable / 1e6, model.num_prefix_tokens,
             len(train_eps), len(val_eps), self.robot_fraction,
         )
-        train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed)
-        val = VLADataset(model, val_eps, self.robot_fraction, self.plan, seed=self.train.seed + 1) if val_eps else None
+        target = "latent" if latent else "action"
+        train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed, target=target)
+        if latent:
+            from playworld.policy.lapa import check_enough_latent_examples
+
+            check_enough_latent_examples(train.n_robot, self.latent_horizon, self.data)
+        val = VLADataset(model, val_eps, self.robot_fraction, self.plan, seed=self.train.seed + 1, target=target) if val_eps else None
         trainer = Trainer(
             model, self.train, self.out, train,
             batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"], b["state"] if self.state else None),
             val_data=val, name="vla",
         )
         out = trainer.fit(resume=self.resume)
+        if latent:
+            log.info("LAPA-pretrained VLA in %s; fine-tune it on labelled episodes: playworld train vla --data DATA "
+                     "--episodes M --init %s --out OUT", out, out)
+            return out
         tokenizer.save(out / ACTION_TOKENIZER_NAME)
         log.info("trained VLA in %s; evaluate it: playworld eval vla --policy %s --suite seen", out, out)
         return out
+
+    def _latent_labels(self, train_eps: list[Episode], train_idx: list[int], val_eps: list[Episode],
+                       val_idx: list[int]) -> dict[str, Any]:
+        """Label every transition of the loaded episodes with the LAM (saved to OUT/latent_labels.*)."""
+        from playworld.policy.lapa import attach_latent_labels, label_episodes
+        from playworld.utils import atomic_write_json
+
+        expect = self.num_latent_actions or None
+        if expect is None and self.init is not None:  # continuing LAPA pretraining: the checkpoint's tokens
+            from playworld.nn.pretrained import read_model_config
+            from playworld.policy.vla import VLAConfig
+
+            expect = read_model_config(self.init, VLAConfig, kind="VLA").num_latent_actions or None
+        labels, summary = label_episodes(self.latent_lam, self.data, train_idx + val_idx, self.latent_clip_len, expect)
+        attach_latent_labels(train_eps, labels, train_idx)
+        attach_latent_labels(val_eps, labels, val_idx)
+        self.out.mkdir(parents=True, exist_ok=True)
+        eps = sorted(labels)
+        np.savez(self.out / "latent_labels.npz", episode=np.concatenate([np.full(len(labels[e]), e) for e in eps]),
+                 t=np.concatenate([np.arange(len(labels[e])) for e in eps]),
+                 latent=np.concatenate([labels[e] for e in eps]))
+        atomic_write_json(self.out / "latent_labels.json", {**summary, "latent_horizon": self.latent_horizon,
+                                                            "clip_len": self.latent_clip_len})
+        log.info("latent labels: %s", {k: v for k, v in summary.items() if k != "lam"})
+        return summary
 
 
 def train_vla(data: Path, out: Path, **kwargs: Any) -> Path:

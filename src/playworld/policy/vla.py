@@ -15,6 +15,11 @@ Data flow (B = batch, N = image tokens, L = text tokens, D = LM width, V = vocab
     [image prefix | text] (B, N + L, D) --causal LM--> hidden (B, N + L, D)
     hidden before each answer token --logits (action columns: action_embed)--> next-token loss
 
+LAPA (:mod:`playworld.policy.lapa`): with ``num_latent_actions = K`` the vocabulary also holds
+K latent-action tokens (tiny: appended after the action tokens; HF backbones: the next K
+least-used tokens), with their own tied embeddings ``latent_embed``, so a model can be
+pretrained to write a latent action model's codes and then fine-tuned on RT-2's action tokens.
+
 The loss is taken on answer tokens only (the action integers, or a VQA answer and its <eos>),
 never on the image or the question (OpenVLA does the same). Decoding lives in
 :mod:`playworld.policy.decoding`, the closed-loop policy in :mod:`playworld.policy.vla_policy`.
@@ -78,7 +83,11 @@ class VLAConfig(ModelConfig):
     """Images are resized to ``image_size`` x ``image_size`` before the vision encoder."""
     image_grid: int = 4
     """HF backbones: EfficientNet features are pooled to ``image_grid`` x ``image_grid`` tokens
-    (tiny: always (image_size / 8)^2 tokens)."""
+    (tiny: (image_size / tiny_patch)^2 tokens)."""
+    tiny_patch: int = 8
+    """tiny: pixels per image token side, 8 (three stride-2 convolutions) or 16 (four). At
+    64 px the tabletop's objects are ~3 px blobs whose shape is barely visible; 128 px with
+    ``tiny_patch=16`` keeps 8 x 8 tokens while the convolutions see them at ~6 px."""
     dim: int = 128
     """tiny: model width."""
     depth: int = 4
@@ -119,6 +128,10 @@ class VLAConfig(ModelConfig):
     """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
+    camera_size: int = 0
+    """Side of the camera images the training data was recorded at (0 = unknown). Closed-loop
+    evaluation renders at this size, so the policy sees images made as in training (a scene
+    rendered at 64 px is not the same picture as one rendered at 128 px and resized to 64)."""
     use_state: bool = False
     """Also read the robot's proprioceptive state (one extra prefix token). RT-2 reads the image
     alone; our top-down camera barely shows the gripper's height, so ``playworld train vla``
@@ -127,12 +140,28 @@ class VLAConfig(ModelConfig):
     """Per-dimension low end of the state normalisation (the data's 1st percentile)."""
     state_q99: tuple[Any, ...] = ()
     """Per-dimension high end of the state normalisation (the data's 99th percentile)."""
+    num_latent_actions: int = 0
+    """Latent-action tokens (LAPA): the codebook size |A| of the latent action model whose codes
+    the VLA learns to write on action-free video (0 = none, a plain RT-2 model)."""
+    latent_action_len: int = 1
+    """Latent tokens per latent answer: the codes of the next ``latent_action_len`` transitions
+    (LAPA's latent action spans frame t to t+H; our LAM labels one step at a time)."""
+    latent_token_ids: tuple[int, ...] = ()
+    """The token id of each latent action (set on first build: appended after the action tokens
+    for tiny, the next least-used tokens after the action tokens for HF backbones)."""
 
     def __post_init__(self) -> None:
         if not self.backbone:
             raise PlayworldError("backbone must be 'tiny', 'pretrained' or a Hugging Face model folder.")
-        if self.backbone == "tiny" and (self.image_size % 8 or self.image_size < 16):
-            raise PlayworldError(f"tiny backbone: image_size must be a multiple of 8 and >= 16, got {self.image_size}.")
+        if self.camera_size < 0:
+            raise PlayworldError(f"camera_size must be >= 0 (0 = unknown), got {self.camera_size}.")
+        if self.tiny_patch not in (8, 16):
+            raise PlayworldError(f"tiny_patch must be 8 or 16, got {self.tiny_patch}.")
+        if self.backbone == "tiny" and (self.image_size % self.tiny_patch or self.image_size < 2 * self.tiny_patch):
+            raise PlayworldError(
+                f"tiny backbone: image_size must be a multiple of {self.tiny_patch} (tiny_patch) and >= "
+                f"{2 * self.tiny_patch}, got {self.image_size}."
+            )
         if self.backbone != "tiny" and self.image_size < 32:
             raise PlayworldError(f"EfficientNet needs image_size >= 32, got {self.image_size}.")
         if self.image_grid < 1:
@@ -145,6 +174,20 @@ class VLAConfig(ModelConfig):
             )
         if len(set(self.action_token_ids)) != len(self.action_token_ids):
             raise PlayworldError("action_token_ids must be distinct; the config is corrupt.")
+        if self.num_latent_actions == 1 or self.latent_action_len < 1:
+            raise PlayworldError(
+                f"num_latent_actions must be 0 (none) or >= 2 (a latent action model's codebook), and "
+                f"latent_action_len >= 1; got {self.num_latent_actions} and {self.latent_action_len}."
+            )
+        if self.latent_token_ids and (
+            len(self.latent_token_ids) != self.num_latent_actions
+            or len(set(self.latent_token_ids)) != len(self.latent_token_ids)
+            or set(self.latent_token_ids) & set(self.action_token_ids)
+        ):
+            raise PlayworldError(
+                f"latent_token_ids must be {self.num_latent_actions} distinct ids apart from the action tokens; "
+                "the config is corrupt."
+            )
         if self.use_state:
             q = [*self.state_q01, *self.state_q99]
             if not self.state_q01 or len(self.state_q01) != len(self.state_q99) or not all(
@@ -166,6 +209,11 @@ class VLAConfig(ModelConfig):
 
     def get_action_tokenizer(self) -> ActionTokenizer:
         if not self.action_tokenizer:
+            if self.num_latent_actions:
+                raise PlayworldError(
+                    "this VLA was LAPA-pretrained to write latent actions and has no robot actions yet; fine-tune it "
+                    "on labelled episodes first: playworld train vla --data DATA --episodes M --init THIS_FOLDER --out OUT."
+                )
             raise PlayworldError("this VLA config has no action tokenizer; it was never trained on robot data.")
         return action_tokenizer_from_dict(self.action_tokenizer)
 
@@ -215,32 +263,58 @@ class VLA(PretrainedModel):
             self.num_prefix_tokens += 1
 
         # action tokens: bin k <-> token id action_token_ids[k]
+        # latent-action tokens (LAPA): code j <-> token id latent_token_ids[j], after the action tokens
         word_vocab = self.lm.output_weight.shape[0]
-        if not config.action_token_ids:
-            if self.kind == "tiny":
-                config.action_token_ids = tuple(range(word_vocab, word_vocab + config.num_bins))
-            else:
-                from playworld.policy.vqa import tabletop_corpus
-
-                corpus = reference_corpus() + tabletop_corpus()
-                config.action_token_ids = tuple(least_used_token_ids(self.tokenizer, corpus, config.num_bins))
+        k = config.num_latent_actions
+        if not config.action_token_ids or (k and not config.latent_token_ids):
+            self._assign_token_ids(word_vocab)
         ids = torch.tensor(config.action_token_ids, dtype=torch.long)
-        self.vocab_size = word_vocab + (config.num_bins if self.kind == "tiny" else 0)
-        if int(ids.max()) >= self.vocab_size:
-            raise PlayworldError(f"action token id {int(ids.max())} is outside the {self.vocab_size}-token vocabulary.")
+        self.vocab_size = word_vocab + (config.num_bins + k if self.kind == "tiny" else 0)
+        latent_ids = torch.tensor(config.latent_token_ids, dtype=torch.long)
+        top = int(torch.cat([ids, latent_ids]).max())
+        if top >= self.vocab_size:
+            raise PlayworldError(f"action/latent token id {top} is outside the {self.vocab_size}-token vocabulary.")
         bin_of = torch.full((self.vocab_size,), -1, dtype=torch.long)
         bin_of[ids] = torch.arange(config.num_bins)
+        latent_of = torch.full((self.vocab_size,), -1, dtype=torch.long)
+        latent_of[latent_ids] = torch.arange(k)
         self.register_buffer("action_ids", ids, persistent=False)  # (256,) bin -> token id
         self.register_buffer("bin_of", bin_of, persistent=False)  # (V,) token id -> bin, -1 for words
+        self.register_buffer("latent_ids", latent_ids, persistent=False)  # (K,) code -> token id
+        self.register_buffer("latent_of", latent_of, persistent=False)  # (V,) token id -> code, -1 otherwise
         # The action tokens' own embeddings, trained even when the LM is frozen under LoRA, and
-        # tied between input and output (the LM's rows for these ids are never used).
-        if self.kind == "tiny":
-            init = torch.randn(config.num_bins, d) * 0.02
-        else:
-            init = self.lm.output_weight.detach()[ids].clone().float()
-        self.action_embed = nn.Parameter(init)  # (256, D)
+        # tied between input and output (the LM's rows for these ids are never used). Latent
+        # tokens get the same treatment.
+        self.action_embed = nn.Parameter(self._special_init(ids, d))  # (256, D)
+        if k:
+            self.latent_embed = nn.Parameter(self._special_init(latent_ids, d))  # (K, D)
         if self.kind == "tiny":
             self.apply(_init_linear)
+
+    def _assign_token_ids(self, word_vocab: int) -> None:
+        """First build: the action tokens' ids, then the latent tokens' (tiny: appended; HF: the
+        least-used tokens of the vocabulary, the latent ones next in line after the actions)."""
+        config, k = self.config, self.config.num_latent_actions
+        if self.kind == "tiny":
+            if not config.action_token_ids:
+                config.action_token_ids = tuple(range(word_vocab, word_vocab + config.num_bins))
+            config.latent_token_ids = tuple(range(word_vocab + config.num_bins, word_vocab + config.num_bins + k))
+            return
+        from playworld.policy.vqa import tabletop_corpus
+
+        corpus = reference_corpus() + tabletop_corpus()
+        if not config.action_token_ids:
+            config.action_token_ids = tuple(least_used_token_ids(self.tokenizer, corpus, config.num_bins))
+        if k:
+            config.latent_token_ids = tuple(
+                least_used_token_ids(self.tokenizer, corpus, k, exclude=config.action_token_ids)
+            )
+
+    def _special_init(self, ids: Tensor, d: int) -> Tensor:
+        """Initial embeddings of action/latent tokens: small random (tiny), the LM's rows (HF)."""
+        if self.kind == "tiny":
+            return torch.randn(len(ids), d) * 0.02
+        return self.lm.output_weight.detach()[ids].clone().float()
 
     # -- the parts, in data-flow order -----------------------------------------------------------
 
@@ -272,21 +346,39 @@ class VLA(PretrainedModel):
         """Token ids (B, T) -> embeddings (B, T, D); action ids use ``action_embed``."""
         bins = self.bin_of[ids]  # (B, T)
         is_action = bins >= 0
-        words = self.lm.embed(torch.where(is_action, torch.zeros_like(ids), ids))  # (B, T, D)
+        if self.config.num_latent_actions:
+            codes = self.latent_of[ids]  # (B, T)
+            is_latent = codes >= 0
+            special = is_action | is_latent
+        else:
+            special = is_action
+        words = self.lm.embed(torch.where(special, torch.zeros_like(ids), ids))  # (B, T, D)
         actions = self.action_embed[bins.clamp(min=0)].to(words.dtype)  # (B, T, D)
-        return torch.where(is_action[..., None], actions, words)
+        out = torch.where(is_action[..., None], actions, words)
+        if self.config.num_latent_actions:
+            latents = self.latent_embed[codes.clamp(min=0)].to(words.dtype)  # (B, T, D)
+            out = torch.where(is_latent[..., None], latents, out)
+        return out
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Hidden states (..., D) -> next-token logits over the whole vocabulary (..., V)."""
         words = hidden @ self.lm.output_weight.T  # (..., V_words)
         actions = self.action_logits(hidden).to(words.dtype)  # (..., 256)
-        if self.kind == "tiny":
-            return torch.cat([words, actions], dim=-1)  # appended ids
-        return words.index_copy(-1, self.action_ids, actions)  # taken-over ids
+        latents = self.latent_logits(hidden).to(words.dtype) if self.config.num_latent_actions else None  # (..., K)
+        if self.kind == "tiny":  # appended ids: words, then actions, then latents
+            return torch.cat([words, actions] + ([latents] if latents is not None else []), dim=-1)
+        out = words.index_copy(-1, self.action_ids, actions)  # taken-over ids
+        return out if latents is None else out.index_copy(-1, self.latent_ids, latents)
 
     def action_logits(self, hidden: Tensor) -> Tensor:
         """Logits of the action tokens only (..., 256), bin order: what constrained decoding needs."""
         return hidden @ self.action_embed.T.to(hidden.dtype)
+
+    def latent_logits(self, hidden: Tensor) -> Tensor:
+        """Logits of the latent-action tokens only (..., K), code order (LAPA's constrained decoding)."""
+        if not self.config.num_latent_actions:
+            raise PlayworldError("this VLA has no latent-action tokens; it was not trained with --latent-lam.")
+        return hidden @ self.latent_embed.T.to(hidden.dtype)
 
     def forward(self, images: Tensor, input_ids: Tensor, state: Tensor | None = None) -> Tensor:
         """Hidden state before each text token: (B, L, D) (position p predicts text token p)."""
@@ -308,9 +400,12 @@ class VLA(PretrainedModel):
         with torch.no_grad():
             correct = logits.argmax(-1) == target
             is_action = self.bin_of[target] >= 0
+            is_latent = self.latent_of[target] >= 0
+            is_word = ~is_action & ~is_latent
             logs = {
                 "action_token_acc": float(correct[is_action].float().mean()) if is_action.any() else float("nan"),
-                "answer_token_acc": float(correct[~is_action].float().mean()) if (~is_action).any() else float("nan"),
+                "answer_token_acc": float(correct[is_word].float().mean()) if is_word.any() else float("nan"),
+                "latent_token_acc": float(correct[is_latent].float().mean()) if is_latent.any() else float("nan"),
             }
             logs.update(self._per_dim_accuracy(correct[is_action]))
         return loss, {k: v for k, v in logs.items() if v == v}
@@ -352,6 +447,17 @@ class VLA(PretrainedModel):
         """The answer of a robot example: [" Plan: <plan>. Action:"] + the 8 action tokens."""
         ids = self.encode_text(f"{PLAN_PREFIX} {plan}. {ACTION_MARKER}") if plan is not None else []
         return ids + [int(self.config.action_token_ids[int(b)]) for b in bins]
+
+    def latent_target_ids(self, codes) -> list[int]:
+        """The answer of a latent (LAPA) example: ``latent_action_len`` latent-action tokens."""
+        cfg = self.config
+        if len(codes) != cfg.latent_action_len:
+            raise PlayworldError(f"a latent answer has {cfg.latent_action_len} codes, got {len(codes)}.")
+        if not all(0 <= int(c) < cfg.num_latent_actions for c in codes):
+            raise PlayworldError(
+                f"latent codes must be in [0, {cfg.num_latent_actions}) (the model's latent tokens), got {list(codes)}."
+            )
+        return [int(cfg.latent_token_ids[int(c)]) for c in codes]
 
     def answer_target_ids(self, answer: str) -> list[int]:
         return self.encode_text(" " + answer.strip()) + [self.tokenizer.eos_id]

@@ -1,0 +1,251 @@
+"""LAPA vs labelled-only: does latent action pretraining on action-free video help the VLA?
+
+    python benchmarks/lapa.py --data data/tabletop-clean150 --out runs/lapa --labelled 10 --seeds 0 1 2
+    python benchmarks/lapa.py --data DIR --out /tmp/lapa-quick --quick       # a smoke run: checks the pipeline
+
+Issue #7, item 4 (LAPA, arXiv 2410.11758), on one tabletop dataset, with the public commands:
+
+1. a latent action model trained on every episode, actions unused (``playworld train lam``
+   machinery; or ``--lam DIR``), shared by all seeds;
+2. **LAPA**: ``playworld train vla --latent-lam LAM`` on all episodes (the VLA learns to write
+   the LAM's latent actions; no action is read), then ``--init`` that model and fine-tune on the
+   first ``--labelled M`` episodes with their real actions;
+3. **labelled-only**: the same VLA trained from scratch on the same M episodes with the same
+   fine-tuning steps, batch and learning rate;
+4. both evaluated with ``playworld eval vla`` on ``seen`` and the unseen suites.
+
+Prints and writes (``OUT/lapa.md``, ``OUT/lapa.json``) success with its 95% Wilson interval per
+suite and arm (episodes pooled over seeds, and per seed), the unseen average (episodes pooled
+over the unseen suites), and the LAPA - labelled-only difference on it with a 95% interval
+(Newcombe's hybrid score interval). The target is LAPA > labelled-only on the unseen average;
+the table says "met" only when the interval of the difference is above 0, "not shown" when LAPA
+is ahead but the interval includes 0, "missed" otherwise. Trained models are
+reused when their folder exists, so an interrupted run continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+LAM_CPU = dict(patch_size=16, dim=64, head_dim=32, enc_depth=2, dec_depth=2)  # CPU minutes (benchmarks/latent_bc.py)
+LAM_QUICK = dict(patch_size=16, dim=32, head_dim=16, enc_depth=1, dec_depth=1)
+UNSEEN = ("unseen-objects", "unseen-instructions")  # RT-2's "unseen" = new objects / new words for them
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="LeRobot tabletop folder (`playworld record tabletop`)")
+    ap.add_argument("--out", type=Path, default=Path("runs/lapa"))
+    ap.add_argument("--lam", type=Path, default=None, help="a trained LAM for this frame size (default: train one into OUT/lam)")
+    ap.add_argument("--lam-steps", type=int, default=600)
+    ap.add_argument("--lam-clip-len", type=int, default=6)
+    ap.add_argument("--labelled", type=int, default=10, help="M: the first M episodes keep their actions")
+    ap.add_argument("--pretrain-steps", type=int, default=1000)
+    ap.add_argument("--finetune-steps", type=int, default=500, help="of the LAPA fine-tuning and of the labelled-only arm")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--latent-horizon", type=int, default=4)
+    ap.add_argument("--robot-fraction", type=float, default=1.0, help="of every training stage (1 = no VQA)")
+    ap.add_argument("--image-size", type=int, default=0, help="0: the tiny backbone's 64")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--suites", nargs="+", default=["seen", *UNSEEN])
+    ap.add_argument("--eval-episodes", type=int, default=10)
+    ap.add_argument("--max-steps", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the result")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.lam_steps, args.lam_clip_len, args.labelled = 10, 4, 2
+        args.pretrain_steps, args.finetune_steps, args.batch_size = 3, 3, 4
+        args.eval_episodes, args.max_steps, args.image_size = 1, 3, 32
+        args.suites = ["seen", UNSEEN[0]]
+    if not set(args.suites) & set(UNSEEN):
+        ap.error(f"--suites needs at least one unseen suite ({', '.join(UNSEEN)}) for the unseen average.")
+    return args
+
+
+def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
+    """95% interval of p1 - p2 from the two Wilson intervals (Newcombe 1998, method 10)."""
+    from playworld.eval.metrics import confidence_interval_95
+
+    p1, p2 = s1 / n1, s2 / n2
+    (l1, u1), (l2, u2) = confidence_interval_95(s1, n1), confidence_interval_95(s2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from playworld.eval.metrics import confidence_interval_95
+    from playworld.eval.vla_eval import EvalVLA, machine_info
+    from playworld.policy.train_latent import train_lam
+    from playworld.policy.train_vla import TrainVLA
+    from playworld.train.loop import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(), "seeds": {}}
+    timings: dict[str, float] = {}
+
+    lam = args.lam
+    if lam is None:
+        lam = args.out / "lam"
+        if not (lam / "model.safetensors").exists():
+            t0 = time.perf_counter()
+            train_lam(args.data, lam, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, num_actions=8,
+                      batch_size=4 if args.quick else 8, progress=False, **(LAM_QUICK if args.quick else LAM_CPU))
+            timings["lam"] = time.perf_counter() - t0
+
+    def tcfg(steps: int, seed: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=max(1, min(100, steps // 10)),
+                           num_workers=0, eval_every=0 if args.quick else max(1, steps // 2), sample_every=0,
+                           ckpt_every=max(1, steps // 2), seed=seed, progress=False)
+
+    def train(out: Path, key: str, **kwargs) -> Path:
+        if not (out / "model.safetensors").exists():
+            t0 = time.perf_counter()
+            TrainVLA(data=args.data, out=out, robot_fraction=args.robot_fraction, image_size=args.image_size,
+                     threads=args.threads, **kwargs).run()
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+    for seed in args.seeds:
+        root = args.out / f"seed{seed}"
+        pre = train(root / "lapa-pretrain", "pretrain", latent_lam=lam, latent_horizon=args.latent_horizon,
+                    latent_clip_len=args.lam_clip_len, train=tcfg(args.pretrain_steps, seed))
+        arms = {
+            "lapa": train(root / "lapa-finetune", "finetune", init=pre, episodes=args.labelled,
+                          train=tcfg(args.finetune_steps, seed)),
+            "labelled-only": train(root / "labelled-only", "labelled-only", episodes=args.labelled,
+                                   train=tcfg(args.finetune_steps, seed)),
+        }
+        seed_result = {"pretrain": {**_json(pre / "train_summary.json"), **_last_val(pre),
+                                    "labels": _json(pre / "latent_labels.json")}, "arms": {}}
+        for arm, folder in arms.items():
+            suites = {}
+            for suite in args.suites:
+                m = _cached_eval(folder / f"eval-{suite}", suite, args)
+                if m is None:
+                    t0 = time.perf_counter()
+                    rep = EvalVLA(policy=folder, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,
+                                  vqa_per_episode=0, gif_episodes=0, threads=args.threads,
+                                  out=folder / f"eval-{suite}").run()
+                    timings["eval"] = timings.get("eval", 0.0) + time.perf_counter() - t0
+                    m = rep["suites"][suite]
+                suites[suite] = {k: m[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_steps")}
+            seed_result["arms"][arm] = {"train": {**_json(folder / "train_summary.json"), **_last_val(folder)},
+                                        "suites": suites}
+        result["seeds"][str(seed)] = seed_result
+        (args.out / "lapa.json").write_text(json.dumps(result, indent=2))
+
+    # pooled over seeds, then the unseen average pooled over the unseen suites
+    pooled: dict = {}
+    for arm in ("lapa", "labelled-only"):
+        rows = {}
+        for suite in [*args.suites, "unseen-average"]:
+            names = [s for s in args.suites if s in UNSEEN] if suite == "unseen-average" else [suite]
+            s = sum(r["arms"][arm]["suites"][n]["successes"] for r in result["seeds"].values() for n in names)
+            n = sum(r["arms"][arm]["suites"][n]["episodes"] for r in result["seeds"].values() for n in names)
+            rows[suite] = {"successes": s, "episodes": n, "success_rate": s / n, "ci95": list(confidence_interval_95(s, n))}
+        pooled[arm] = rows
+    a, b = pooled["lapa"]["unseen-average"], pooled["labelled-only"]["unseen-average"]
+    lo, hi = newcombe_interval(a["successes"], a["episodes"], b["successes"], b["episodes"])
+    result["pooled"] = pooled
+    ahead = a["success_rate"] > b["success_rate"]
+    result["unseen_difference"] = {
+        "lapa_minus_labelled_only": a["success_rate"] - b["success_rate"], "ci95": [lo, hi], "lapa_ahead": ahead,
+        "ci_excludes_zero": lo > 0, "verdict": "met" if lo > 0 else ("not shown" if ahead else "missed"),
+    }
+    result["seconds"] = timings
+    (args.out / "lapa.json").write_text(json.dumps(result, indent=2))
+    table = markdown_table(result, args)
+    (args.out / "lapa.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote {args.out / 'lapa.md'} and {args.out / 'lapa.json'}")
+    return result
+
+
+def _cached_eval(folder: Path, suite: str, args: argparse.Namespace) -> dict | None:
+    """The metrics of an earlier evaluation of this model on the same episodes, if there is one."""
+    rep = _json(folder / "vla_eval.json")
+    m = rep.get("suites", {}).get(suite)
+    if m is None or m["episodes"] != args.eval_episodes or rep.get("max_steps", args.max_steps) != args.max_steps:
+        return None
+    return m
+
+
+def _last_val(folder: Path) -> dict:
+    """The last validation metrics (``val_*``) of a training run's metrics.jsonl."""
+    path, last = folder / "metrics.jsonl", {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if any(k.startswith("val_") for k in row):
+                last = {k: v for k, v in row.items() if k.startswith("val_")}
+    return last
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _cell(r: dict) -> str:
+    lo, hi = r["ci95"]
+    return f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def markdown_table(r: dict, args: argparse.Namespace) -> str:
+    cols = [*args.suites, "unseen-average"]
+    seeds = list(r["seeds"])
+    lines = [
+        f"LAPA vs labelled-only on {args.data}: LAM {args.lam or 'trained here'}, pretraining {args.pretrain_steps} steps "
+        f"on all episodes without actions (latent horizon {args.latent_horizon}), fine-tuning / labelled-only "
+        f"{args.finetune_steps} steps on the first {args.labelled} episodes; batch {args.batch_size}, lr {args.lr}; "
+        f"{args.eval_episodes} episodes per suite and seed (max {args.max_steps} steps), seeds {', '.join(seeds)}.",
+        "",
+    ]
+    for seed, s in r["seeds"].items():
+        lab, pre = s["pretrain"].get("labels", {}), s["pretrain"]
+        lines.append(
+            f"seed {seed}: latent codes used {lab.get('latent_codes_used')}/{lab.get('num_latent_actions')}, "
+            f"NMI(latent, motion) {lab.get('nmi_latent_motion', '-')}, pretraining latent-token accuracy "
+            f"train {pre.get('latent_token_acc', float('nan')):.3f} / held-out episodes {pre.get('val_latent_token_acc', float('nan')):.3f}; "
+            "action-token accuracy (train / held-out) after fine-tuning: "
+            + ", ".join(f"{arm} {a['train'].get('action_token_acc', float('nan')):.3f} / "
+                        f"{a['train'].get('val_action_token_acc', float('nan')):.3f}" for arm, a in s["arms"].items())
+        )
+    lines += ["", "| arm | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for arm, rows in r["pooled"].items():
+        lines.append(f"| {arm} (seeds pooled) | " + " | ".join(_cell(rows[c]) for c in cols) + " |")
+    for seed, s in r["seeds"].items():
+        for arm, a in s["arms"].items():
+            cells = [_cell(a["suites"][c]) for c in args.suites]
+            unseen = [a["suites"][c] for c in args.suites if c in UNSEEN]
+            k, n = sum(x["successes"] for x in unseen), sum(x["episodes"] for x in unseen)
+            lines.append(f"| {arm}, seed {seed} | " + " | ".join(cells) + f" | {k}/{n} = {100 * k / n:.0f}% |")
+    d = r["unseen_difference"]
+    lo, hi = d["ci95"]
+    why = {"met": "the 95% interval of the difference is above 0",
+           "not shown": "LAPA is ahead, but the 95% interval of the difference includes 0",
+           "missed": "LAPA is not ahead"}[d["verdict"]]
+    lines += [
+        "",
+        f"unseen average, LAPA - labelled-only: {100 * d['lapa_minus_labelled_only']:+.1f} points "
+        f"[95% CI {100 * lo:+.1f} to {100 * hi:+.1f}]; target (LAPA beats labelled-only on the unseen average): "
+        f"**{d['verdict']}** ({why}).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
