@@ -51,6 +51,15 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question
     assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
     assert "success" in capsys.readouterr().out
+    # --tasks keeps only those families and skips suites that have none of them (symbols)
+    rc = main([
+        "eval", "vla", "--policy", str(out), "--suite", "all", "--tasks", "pick", "--episodes", "2", "--max-steps", "2",
+        "--vqa-per-episode", "0", "--gif-episodes", "0", "--out", str(tmp_path / "pick"),
+    ])
+    assert rc == 0
+    report = json.loads((tmp_path / "pick" / "vla_eval.json").read_text())
+    assert report["tasks"] == ["pick"] and "symbols" not in report["suites"] and "seen" in report["suites"]
+    assert all(set(m["per_task"]) == {"pick"} for m in report["suites"].values())
 
 
 def test_bad_arguments_are_one_line_errors(demos, tmp_path, capsys):

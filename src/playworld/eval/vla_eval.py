@@ -79,6 +79,7 @@ def evaluate_suite(
     gif_episodes: int = 0,
     vqa_per_episode: int = 4,
     camera_size: int = 128,
+    tasks: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Run ``episodes`` closed-loop episodes of ``suite`` with the camera rendering
     ``camera_size`` px images; returns (metrics, GIF frames)."""
@@ -86,8 +87,8 @@ def evaluate_suite(
     from playworld.eval.metrics import confidence_interval_95
     from playworld.policy.vqa import answers_match, plan_question, sample_questions, scene_from_env
 
-    env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size)
-    specs = get_suite(suite).episodes(episodes, seed=seed)
+    env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks))
+    specs = get_suite(suite, tasks or None).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
     successes, steps, per_task, gif = 0, [], {}, []
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
@@ -171,6 +172,8 @@ class EvalVLA:
     """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    tasks: tuple[str, ...] = ()
+    """Only these task families (e.g. pick); suites with none of them are skipped (default: every family of each suite)."""
     camera_size: int = 0
     """Camera image side the env renders (0: the size the policy's training data was recorded at, from its config; 128 if unknown)."""
     out: Path | None = None
@@ -186,6 +189,7 @@ class EvalVLA:
 
     def run(self) -> dict[str, Any]:
         from playworld.envs.tabletop import SUITES
+        from playworld.envs.tabletop.tasks import SUITE_FAMILIES
         from playworld.policy.vla_policy import VLAPolicy
         from playworld.viz import save_gif
 
@@ -197,6 +201,11 @@ class EvalVLA:
         camera = self.camera_size or policy.model.config.camera_size or 128
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
         suites = list(SUITES) if self.suite == "all" else [self.suite]
+        if self.tasks:
+            keep = [name for name in suites if set(self.tasks) & set(SUITE_FAMILIES[name])]
+            if not keep:
+                raise PlayworldError(f"no suite in {suites} has the tasks {list(self.tasks)}.")
+            suites = keep
         report: dict[str, Any] = {
             "policy": str(self.policy),
             "backbone": policy.model.config.backbone,
@@ -207,6 +216,7 @@ class EvalVLA:
             "seed": self.seed,
             "max_steps": self.max_steps,
             "camera_size": camera,
+            "tasks": list(self.tasks),
             "machine": machine_info(),
             "suites": {},
         }
@@ -214,7 +224,7 @@ class EvalVLA:
         for name in suites:
             metrics, frames = evaluate_suite(
                 policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode,
-                camera,
+                camera, tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else (),
             )
             if frames:
                 metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))

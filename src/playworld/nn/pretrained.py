@@ -209,6 +209,8 @@ class PretrainedModel(nn.Module):
         path = Path(path)
         state = {}
         for k, v in self.state_dict().items():
+            if not self._saves_weight(k):
+                continue
             v = v.detach().cpu()
             if dtype is not None and v.is_floating_point():
                 v = v.to(dtype)
@@ -223,7 +225,16 @@ class PretrainedModel(nn.Module):
                     state[k] = v.clone()
                 seen[ptr] = k
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.config.model_type})
+            self._save_extra_files(tmp)
         return path
+
+    def _saves_weight(self, key: str) -> bool:
+        """Whether :meth:`save_pretrained` writes the state-dict entry ``key`` (all, by default;
+        models with frozen base weights loaded from elsewhere skip those)."""
+        return True
+
+    def _save_extra_files(self, folder: Path) -> None:
+        """Write files besides config.json and the weights into the folder being saved (none)."""
 
     @classmethod
     def from_pretrained(cls: type[M], path: str | os.PathLike, map_location: str = "cpu") -> M:

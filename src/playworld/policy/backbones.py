@@ -162,7 +162,7 @@ class TinyVisionEncoder(nn.Module):
         super().__init__()
         widths = {8: [3, 32, 64], 16: [3, 32, 64, 128]}[patch]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths, widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU()]
         layers.append(nn.Conv2d(widths[-1], dim, 4, stride=2, padding=1))
         self.net = nn.Sequential(*layers)

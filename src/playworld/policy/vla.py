@@ -32,7 +32,6 @@ installed packages, and ``base_fingerprint`` makes sure they are the same weight
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,13 +40,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from playworld.errors import PlayworldError
 from playworld.nn.pretrained import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
     ModelConfig,
     PretrainedModel,
     load_weights,
@@ -60,7 +57,6 @@ from playworld.policy.backbones import (
     least_used_token_ids,
     reference_corpus,
 )
-from playworld.utils import atomic_dir
 
 IGNORE = -100  # label of tokens that carry no loss (image, question, padding)
 ACTION_TOKENIZER_NAME = "action_tokenizer.json"
@@ -493,21 +489,14 @@ class VLA(PretrainedModel):
                 "this VLA's LoRA was merged into its base weights for inference (VLAPolicy does that), so "
                 "there is no LoRA left to save; save the model before wrapping it in a VLAPolicy."
             )
-        path = Path(path)
-        state = {}
-        for k, v in self.state_dict().items():
-            if self._is_base_weight(k):
-                continue
-            v = v.detach().cpu()
-            if dtype is not None and v.is_floating_point():
-                v = v.to(dtype)
-            state[k] = v.clone().contiguous()  # clone: tied tensors must not share storage
-        with atomic_dir(path, overwrite=True) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.config.model_type})
-            if self.config.action_tokenizer:
-                self.config.get_action_tokenizer().save(tmp / ACTION_TOKENIZER_NAME)
-        return path
+        return super().save_pretrained(path, dtype)
+
+    def _saves_weight(self, key: str) -> bool:
+        return not self._is_base_weight(key)  # frozen base weights are re-read from the packages
+
+    def _save_extra_files(self, folder: Path) -> None:
+        if self.config.action_tokenizer:
+            self.config.get_action_tokenizer().save(folder / ACTION_TOKENIZER_NAME)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> VLA:
