@@ -241,6 +241,20 @@ def test_init_refuses_another_backbone_or_vocabulary(demos, pretrained, tmp_path
     assert "32 px" in capsys.readouterr().err
 
 
+def test_init_keeps_the_checkpoints_tiny_patch(demos, tmp_path, capsys):
+    fine = tmp_path / "fine"  # a 32 px model with 16-pixel tokens (one more convolution than the default)
+    n = torch.get_num_threads()
+    try:
+        assert _train(demos, fine, "--tiny-patch", "16") == 0
+        assert json.loads((fine / "config.json").read_text())["tiny_patch"] == 16
+        assert _train(demos, tmp_path / "more", "--init", str(fine)) == 0  # no --tiny-patch: the checkpoint's
+    finally:
+        torch.set_num_threads(n)
+    assert json.loads((tmp_path / "more" / "config.json").read_text())["tiny_patch"] == 16
+    assert _train(demos, tmp_path / "x", "--init", str(fine), "--tiny-patch", "8") == 1
+    assert "tiny_patch 16" in capsys.readouterr().err
+
+
 def test_a_lam_with_another_codebook_is_refused(demos, lam, pretrained, tmp_path, capsys):
     assert _train(demos, tmp_path / "a", "--latent-lam", str(lam), "--latent-clip-len", "4",
                   "--num-latent-actions", "6") == 1

@@ -160,6 +160,10 @@ def init_from_checkpoint(
         raise PlayworldError(
             f"--init {path} reads {old.image_size} px images; drop --image-size or pass --image-size {old.image_size}."
         )
+    if changes.get("tiny_patch", old.tiny_patch) != old.tiny_patch:
+        raise PlayworldError(
+            f"--init {path} has tiny_patch {old.tiny_patch}; drop --tiny-patch or pass --tiny-patch {old.tiny_patch}."
+        )
     tok = changes.get("action_tokenizer")
     if tok and (tok["num_bins"] != old.num_bins or len(tok["q01"]) != old.action_dim):
         raise PlayworldError(

@@ -240,8 +240,8 @@ class TrainVLA:
     """Episodes held out for validation (none when there are fewer than 10 episodes)."""
     image_size: int = 0
     """Image side fed to the vision encoder (0 = the backbone's default: 64 tiny, 128 pretrained)."""
-    tiny_patch: int = 8
-    """tiny backbone: pixels per image token side, 8 or 16 (with --image-size 128: 8 x 8 tokens that see the objects at twice the resolution of 64 px)."""
+    tiny_patch: int = 0
+    """tiny backbone: pixels per image token side, 8 or 16 (with --image-size 128: 8 x 8 tokens that see the objects at twice the resolution of 64 px); 0 = 8, or the --init checkpoint's."""
     lora_rank: int = 16
     """LoRA rank for pretrained backbones (0 = full fine-tuning)."""
     from_scratch: bool = False
@@ -271,6 +271,8 @@ class TrainVLA:
     """Optimisation settings (pretrained backbones: try --lr 3e-4 --batch-size 8)."""
 
     def __post_init__(self) -> None:
+        if self.tiny_patch not in (0, 8, 16):
+            raise PlayworldError(f"--tiny-patch must be 8 or 16 (0: the default), got {self.tiny_patch}.")
         if not 0 < self.robot_fraction <= 1:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {self.robot_fraction}.")
         if self.episodes < 0 or not 0 <= self.val_fraction < 1:
@@ -308,8 +310,8 @@ class TrainVLA:
         overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
         if ds.frame_size[0] == ds.frame_size[1]:
             overrides["camera_size"] = int(ds.frame_size[0])
-        if self.backbone == "tiny":
-            overrides["tiny_patch"] = self.tiny_patch
+        if self.backbone == "tiny" and (self.tiny_patch or self.init is None):
+            overrides["tiny_patch"] = self.tiny_patch or 8
         if tokenizer is not None:
             overrides["action_tokenizer"] = tokenizer.to_dict()
         if self.state:
