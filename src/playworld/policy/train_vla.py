@@ -203,7 +203,7 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
     from playworld.policy.backbones import WordTokenizer
 
     preset = "tiny" if backbone == "tiny" else "pretrained"
-    fields = dict(action_tokenizer=tokenizer.to_dict() if tokenizer is not None else {}, plan=plan, **overrides)
+    fields = {"action_tokenizer": tokenizer.to_dict() if tokenizer is not None else {}, "plan": plan, **overrides}
     if preset == "pretrained":
         fields["backbone"] = backbone
     if backbone == "tiny":
@@ -329,7 +329,6 @@ class TrainVLA:
             if self.backbone != "tiny":
                 overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank,
                                  pretrained_weights=not self.from_scratch)
-            overrides.pop("action_tokenizer", None)
             model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(
