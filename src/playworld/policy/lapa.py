@@ -164,6 +164,10 @@ def init_from_checkpoint(
         raise PlayworldError(
             f"--init {path} has tiny_patch {old.tiny_patch}; drop --tiny-patch or pass --tiny-patch {old.tiny_patch}."
         )
+    if changes.get("tiny_vision", old.tiny_vision) != old.tiny_vision:
+        raise PlayworldError(
+            f"--init {path} has the {old.tiny_vision!r} vision encoder; drop --tiny-vision or pass --tiny-vision {old.tiny_vision}."
+        )
     tok = changes.get("action_tokenizer")
     if tok and (tok["num_bins"] != old.num_bins or len(tok["q01"]) != old.action_dim):
         raise PlayworldError(

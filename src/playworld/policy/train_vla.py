@@ -242,6 +242,8 @@ class TrainVLA:
     """Image side fed to the vision encoder (0 = the backbone's default: 64 tiny, 128 pretrained)."""
     tiny_patch: int = 0
     """tiny backbone: pixels per image token side, 8 or 16 (with --image-size 128: 8 x 8 tokens that see the objects at twice the resolution of 64 px); 0 = 8, or the --init checkpoint's."""
+    tiny_vision: str = ""
+    """tiny backbone's vision encoder: conv (trained from scratch) | efficientnet (the frozen ImageNet EfficientNet-lite0 up to stride 16: pretrained features, 16 px per token, implies --tiny-patch 16; use with --image-size 128); empty = conv, or the --init checkpoint's."""
     lora_rank: int = 16
     """LoRA rank for pretrained backbones (0 = full fine-tuning)."""
     from_scratch: bool = False
@@ -273,6 +275,10 @@ class TrainVLA:
     def __post_init__(self) -> None:
         if self.tiny_patch not in (0, 8, 16):
             raise PlayworldError(f"--tiny-patch must be 8 or 16 (0: the default), got {self.tiny_patch}.")
+        if self.tiny_vision not in ("", "conv", "efficientnet"):
+            raise PlayworldError(f"--tiny-vision must be conv or efficientnet, got {self.tiny_vision!r}.")
+        if self.tiny_vision and self.backbone != "tiny":
+            raise PlayworldError(f"--tiny-vision is for the tiny backbone; --backbone {self.backbone} always uses EfficientNet-lite0.")
         if not 0 < self.robot_fraction <= 1:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {self.robot_fraction}.")
         if self.episodes < 0 or not 0 <= self.val_fraction < 1:
@@ -299,19 +305,22 @@ class TrainVLA:
         val_idx = sorted(np.random.default_rng(self.train.seed).permutation(n)[:n_val].tolist())
         train_idx = sorted(set(range(n)) - set(val_idx))
         latent = self.latent_lam is not None
-        size = self.image_size or (64 if self.backbone == "tiny" else 128)
-        if self.init is not None and not self.image_size:
+        init_config = None
+        if self.init is not None:  # read once: its image size and latent tokens are this run's defaults
             from playworld.nn.pretrained import read_model_config
             from playworld.policy.vla import VLAConfig
 
-            size = read_model_config(self.init, VLAConfig, kind="VLA").image_size  # the checkpoint's, by default
+            init_config = read_model_config(self.init, VLAConfig, kind="VLA")
+        size = self.image_size or (init_config.image_size if init_config else 64 if self.backbone == "tiny" else 128)
         train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx, actions=not latent)
         val_eps = load_episodes(self.data, size, tokenizer, val_idx, actions=not latent)[0] if val_idx else []
         overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
         if ds.frame_size[0] == ds.frame_size[1]:
             overrides["camera_size"] = int(ds.frame_size[0])
+        if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
+            overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):
-            overrides["tiny_patch"] = self.tiny_patch or 8
+            overrides["tiny_patch"] = self.tiny_patch or (16 if self.tiny_vision == "efficientnet" else 8)
         if tokenizer is not None:
             overrides["action_tokenizer"] = tokenizer.to_dict()
         if self.state:
@@ -319,7 +328,8 @@ class TrainVLA:
                 raise PlayworldError(f"{self.data} has no observation.state statistics; train with --no-state.")
             overrides.update(state_q01=tuple(state_stats["q01"]), state_q99=tuple(state_stats["q99"]))
         if latent:
-            labels = self._latent_labels(train_eps, train_idx, val_eps, val_idx)
+            expect = self.num_latent_actions or (init_config.num_latent_actions if init_config else 0)
+            labels = self._latent_labels(train_eps, train_idx, val_eps, val_idx, expect or None)
             overrides.update(num_latent_actions=labels["num_latent_actions"], latent_action_len=self.latent_horizon)
         if self.init is not None:
             from playworld.policy.lapa import init_from_checkpoint
@@ -358,17 +368,14 @@ class TrainVLA:
         return out
 
     def _latent_labels(self, train_eps: list[Episode], train_idx: list[int], val_eps: list[Episode],
-                       val_idx: list[int]) -> dict[str, Any]:
-        """Label every transition of the loaded episodes with the LAM (saved to OUT/latent_labels.*)."""
+                       val_idx: list[int], expect: int | None) -> dict[str, Any]:
+        """Label every transition of the loaded episodes with the LAM (saved to OUT/latent_labels.*).
+
+        ``expect``: the codebook size the LAM must have (--num-latent-actions, or the latent tokens of
+        the --init checkpoint when continuing LAPA pretraining); None = take the LAM's."""
         from playworld.policy.lapa import attach_latent_labels, label_episodes
         from playworld.utils import atomic_write_json
 
-        expect = self.num_latent_actions or None
-        if expect is None and self.init is not None:  # continuing LAPA pretraining: the checkpoint's tokens
-            from playworld.nn.pretrained import read_model_config
-            from playworld.policy.vla import VLAConfig
-
-            expect = read_model_config(self.init, VLAConfig, kind="VLA").num_latent_actions or None
         labels, summary = label_episodes(self.latent_lam, self.data, train_idx + val_idx, self.latent_clip_len, expect)
         attach_latent_labels(train_eps, labels, train_idx)
         attach_latent_labels(val_eps, labels, val_idx)

