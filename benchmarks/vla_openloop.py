@@ -9,7 +9,9 @@ On the validation episodes of the training run (same split as ``playworld train 
   greedily from the recorded frames (what the closed loop does);
 - how many distinct (dx, dy, dz) the greedy decoder emits, and on how many frames its
   horizontal direction is within 45 degrees of the expert's (where the expert moves > 1 cm):
-  a model that ignores the scene emits a handful of actions and ~chance directions;
+  a model that ignores the scene emits a handful of actions and ~chance directions; the same
+  split by task family and by the expert's gripper (open: reaching for the object; closed:
+  carrying it, or pushing), since the two halves need different things (docs/vla.md);
 - for T=1 sampling: the chance per episode that the terminate token fires before the expert's
   end, and the mean per-step chance of a gripper token on the wrong side of 0.5; and how many
   false terminates greedy decoding makes.
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0, help="the training run's --seed (it picks the split)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--episodes", type=int, default=0, help="only the first N held-out episodes (0 = all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -42,13 +45,14 @@ def main() -> None:
 
     n = load_lerobot(args.data).num_episodes
     val = sorted(np.random.default_rng(args.seed).permutation(n)[: int(round(n * args.val_fraction))].tolist())
+    val = val[: args.episodes or None]
     m = VLA.from_pretrained(args.policy).eval()
     tok = m.config.get_action_tokenizer()
     eps, _, _ = load_episodes(args.data, m.config.image_size, tok, val)
     names = tok.names or [str(i) for i in range(tok.dim)]
     d = len(names)
     forced, free = np.zeros(d), np.zeros(d)
-    frames, distinct, direction_ok = 0, set(), []
+    frames, distinct, direction_ok, groups = 0, set(), [], []
     p_term, p_grip, false_term, nonfinal = [], [], 0, 0
     with torch.no_grad():
         for ep in eps:
@@ -79,12 +83,22 @@ def main() -> None:
                 np.linalg.norm(pred[moving], axis=1) * np.linalg.norm(true[moving], axis=1) + 1e-9
             )
             direction_ok += list(cos > np.cos(np.pi / 4))
+            gripping = tok.decode(ep.bins)[moving, -1] >= 0.5
+            family = (ep.spec or {}).get("family", "?")
+            groups += [(family, "closed" if g else "open") for g in gripping]
     fmt = lambda acc: "  ".join(f"{k} {100 * v / frames:.0f}%" for k, v in zip(names, acc, strict=True))  # noqa: E731
     print(f"{args.policy}: {len(eps)} held-out episodes, {frames} frames")
     print(f"exact-bin accuracy, teacher-forced:  {fmt(forced)}")
     print(f"exact-bin accuracy, greedy decoding: {fmt(free)}")
     print(f"greedy: {len(distinct)} distinct (dx, dy, dz); horizontal direction within 45 deg of the expert's on "
           f"{100 * np.mean(direction_ok):.0f}% of {len(direction_ok)} moving frames; false terminates {false_term}/{nonfinal}")
+    ok, groups = np.asarray(direction_ok), np.asarray(groups).reshape(-1, 2)
+    for family in sorted(set(groups[:, 0])):
+        parts = []
+        for grip in ("open", "closed"):
+            sel = (groups[:, 0] == family) & (groups[:, 1] == grip)
+            parts.append(f"gripper {grip} {100 * ok[sel].mean():.0f}% of {sel.sum()}" if sel.any() else f"gripper {grip} -")
+        print(f"  direction within 45 deg, {family}: " + ", ".join(parts))
     print(f"T=1 sampling: P(terminate fires before the expert's end) per episode {np.mean(p_term):.2f}; "
           f"per-step P(gripper on the wrong side) {np.mean(p_grip):.3f}")
 

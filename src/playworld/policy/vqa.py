@@ -8,8 +8,14 @@ shapes and positions, the tray, the glyph markers), e.g.
     what colour is the cube left of the tray?          -> red
     how many balls are there?                           -> 2
     is the blue can left or right of the green plate?   -> left
+    where is the green cube?                            -> x 7 y 12
     what is the plan to put the object that can roll in the tray?
                                                         -> pick up the red ball, then put it in the tray
+
+"Where" answers give the object's cell on a 2 cm grid over the area objects spawn in (``x``
+counted from the side nearest the robot, ``y`` from the robot's right), in the robot's own
+frame, the frame of its state and actions: the grounding RT-2's web data (referring
+expressions, detection) gave PaLI-X and PaLM-E, in the form our actions need.
 
 Plans follow the scripted expert's task decomposition (pick, then place; or push) and name the
 object the instruction means, so they also teach the chain-of-thought variant (``--plan``).
@@ -29,10 +35,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from playworld.envs.tabletop.scene import SHAPES
-from playworld.envs.tabletop.tasks import NUMBER_WORDS, EpisodeSpec
+from playworld.envs.tabletop.tasks import NUMBER_WORDS, SPAWN_X, SPAWN_Y, EpisodeSpec
 
 #: Objects closer than this (metres) along an axis are not called left/right of each other.
 SIDE_MARGIN = 0.04
+#: Cell size (metres) of the grid "where is ...?" answers use.
+LOCATE_CELL = 0.02
+
+
+def locate_answer(xy: tuple[float, float]) -> str:
+    """The answer to "where is <object>?": its 2 cm cell, "x <i> y <j>", from the spawn area's
+    corner nearest the robot and to its right (x 0.36 m, y -0.21 m): i in 0..13, j in 0..21."""
+    i = int(np.clip(round((xy[0] - SPAWN_X[0]) / LOCATE_CELL), 0, round((SPAWN_X[1] - SPAWN_X[0]) / LOCATE_CELL)))
+    j = int(np.clip(round((xy[1] - SPAWN_Y[0]) / LOCATE_CELL), 0, round((SPAWN_Y[1] - SPAWN_Y[0]) / LOCATE_CELL)))
+    return f"x {i} y {j}"
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,10 @@ def scene_questions(scene: Scene, spatial: bool = True) -> dict[str, list[QA]]:
                 if len(on_side) == 1:
                     add("spatial", f"what colour is the {shape} {side} of the tray?", on_side[0].color)
     unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]
+    for o in unique:
+        add("locate", f"where is the {o.name}?", locate_answer(o.xy))
+    if scene.tray is not None:
+        add("locate", "where is the tray?", locate_answer(scene.tray[1]))
     for a in unique:
         for b in unique:
             dy = a.xy[1] - b.xy[1]
