@@ -253,6 +253,9 @@ def test_init_keeps_the_checkpoints_tiny_patch(demos, tmp_path, capsys):
     assert json.loads((tmp_path / "more" / "config.json").read_text())["tiny_patch"] == 16
     assert _train(demos, tmp_path / "x", "--init", str(fine), "--tiny-patch", "8") == 1
     assert "tiny_patch 16" in capsys.readouterr().err
+    assert json.loads((fine / "config.json").read_text())["state_fourier"] == 6  # the default for new models
+    assert _train(demos, tmp_path / "z", "--init", str(fine), "--state-fourier", "3") == 1
+    assert "--state-fourier 6" in capsys.readouterr().err
 
 
 def test_tiny_vision_efficientnet_trains_and_init_keeps_it(demos, tmp_path, capsys):

@@ -250,6 +250,27 @@ def test_tiny_with_frozen_efficientnet_features(tmp_path):
     assert torch.equal(loaded.encode_images(img), model.encode_images(img))
 
 
+def test_state_fourier_features_make_the_state_token_react_to_centimetres(tmp_path):
+    raw, fourier = _model(), _model(state_fourier=6)
+    assert fourier.state_proj[0].in_features == 8 * (1 + 2 * 6) and raw.state_proj[0].in_features == 8
+    img = _image(1)
+    state = _state(1)
+    moved = state.clone()
+    moved[:, 1] += 0.01  # 1 cm on a [-1, 1] m normalisation: 0.01 normalised units
+
+    def change(m):
+        return float((m.encode_prefix(img, moved)[:, -1] - m.encode_prefix(img, state)[:, -1]).norm())
+
+    # with the highest band at 32 pi per unit, 1 cm moves the features by ~0.5 rad: a far larger change
+    assert change(fourier) > 10 * change(raw)
+    fourier.save_pretrained(tmp_path / "f")
+    loaded = VLA.from_pretrained(tmp_path / "f").eval()
+    assert loaded.config.state_fourier == 6
+    assert torch.equal(loaded.encode_prefix(img, state), fourier.encode_prefix(img, state))
+    with pytest.raises(PlayworldError, match="state_fourier"):
+        VLAConfig(state_fourier=13)
+
+
 def test_checkpoint_with_another_action_tokenizer_is_rejected(tmp_path, model):
     model.save_pretrained(tmp_path / "vla")
     other = ActionTokenizer([0.0, -0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0], Q99)

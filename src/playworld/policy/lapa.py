@@ -164,6 +164,10 @@ def init_from_checkpoint(
         raise PlayworldError(
             f"--init {path} has tiny_patch {old.tiny_patch}; drop --tiny-patch or pass --tiny-patch {old.tiny_patch}."
         )
+    if old.use_state and changes.get("state_fourier", old.state_fourier) != old.state_fourier:
+        raise PlayworldError(
+            f"--init {path} reads its state with {old.state_fourier} Fourier bands; drop --state-fourier or pass --state-fourier {old.state_fourier}."
+        )
     if changes.get("tiny_vision", old.tiny_vision) != old.tiny_vision:
         raise PlayworldError(
             f"--init {path} has the {old.tiny_vision!r} vision encoder; drop --tiny-vision or pass --tiny-vision {old.tiny_vision}."

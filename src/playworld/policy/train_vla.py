@@ -250,6 +250,8 @@ class TrainVLA:
     """Pretrained backbones: same architecture, random weights, everything trained (RT-2's from-scratch ablation)."""
     state: bool = True
     """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
+    state_fourier: int = -1
+    """Fourier frequency bands per state value fed to the state MLP (0 = the raw value; docs/vla.md: without them the tiny model ignored the gripper's x/y); -1 = 6 for a new model, or the --init checkpoint's."""
     resume: bool = False
     """Continue the run in --out from its latest valid checkpoint."""
     threads: int = 0
@@ -275,6 +277,8 @@ class TrainVLA:
     def __post_init__(self) -> None:
         if self.tiny_patch not in (0, 8, 16):
             raise PlayworldError(f"--tiny-patch must be 8 or 16 (0: the default), got {self.tiny_patch}.")
+        if not -1 <= self.state_fourier <= 12:
+            raise PlayworldError(f"--state-fourier must be in [0, 12] (-1: the default), got {self.state_fourier}.")
         if self.tiny_vision not in ("", "conv", "efficientnet"):
             raise PlayworldError(f"--tiny-vision must be conv or efficientnet, got {self.tiny_vision!r}.")
         if self.tiny_vision and self.backbone != "tiny":
@@ -315,6 +319,8 @@ class TrainVLA:
         train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx, actions=not latent)
         val_eps = load_episodes(self.data, size, tokenizer, val_idx, actions=not latent)[0] if val_idx else []
         overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
+        if self.state_fourier >= 0 or init_config is None:
+            overrides["state_fourier"] = self.state_fourier if self.state_fourier >= 0 else 6
         if ds.frame_size[0] == ds.frame_size[1]:
             overrides["camera_size"] = int(ds.frame_size[0])
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):

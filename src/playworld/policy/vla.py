@@ -138,6 +138,11 @@ class VLAConfig(ModelConfig):
     """Also read the robot's proprioceptive state (one extra prefix token). RT-2 reads the image
     alone; our top-down camera barely shows the gripper's height, so ``playworld train vla``
     gives the state too by default (as Octo and pi0 do; ``--no-state`` for image-only RT-2)."""
+    state_fourier: int = 0
+    """Fourier features of the state (Tancik et al. 2020): each normalised state value ``v`` also
+    enters the state MLP as sin / cos(2^k pi v) for k < ``state_fourier`` (0 = the raw value only).
+    A small MLP fed the raw value barely reacts to a few centimetres; with the raw value alone the
+    tiny model learned to ignore the gripper's x / y entirely (docs/vla.md)."""
     state_q01: tuple[Any, ...] = ()  # Any: these may be negative
     """Per-dimension low end of the state normalisation (the data's 1st percentile)."""
     state_q99: tuple[Any, ...] = ()
@@ -197,6 +202,8 @@ class VLAConfig(ModelConfig):
                 f"latent_token_ids must be {self.num_latent_actions} distinct ids apart from the action tokens; "
                 "the config is corrupt."
             )
+        if not 0 <= self.state_fourier <= 12:
+            raise PlayworldError(f"state_fourier must be in [0, 12] frequency bands, got {self.state_fourier}.")
         if self.use_state:
             q = [*self.state_q01, *self.state_q99]
             if not self.state_q01 or len(self.state_q01) != len(self.state_q99) or not all(
@@ -267,8 +274,11 @@ class VLA(PretrainedModel):
         self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
         self.num_prefix_tokens = self.num_image_tokens
         if config.use_state:
-            s = len(config.state_q01)
+            s = len(config.state_q01) * (1 + 2 * config.state_fourier)
             self.state_proj = nn.Sequential(nn.Linear(s, d), nn.GELU(), nn.Linear(d, d))
+            self.register_buffer(  # (F,) 2^k pi
+                "state_freqs", math.pi * 2.0 ** torch.arange(config.state_fourier, dtype=torch.float32), persistent=False
+            )
             self.num_prefix_tokens += 1
 
         # action tokens: bin k <-> token id action_token_ids[k]
@@ -350,7 +360,11 @@ class VLA(PretrainedModel):
         lo = torch.tensor(self.config.state_q01, device=state.device)
         span = (torch.tensor(self.config.state_q99, device=state.device) - lo).clamp(min=1e-6)
         x = (state.float() - lo) / span * 2 - 1  # (B, S), ~[-1, 1] inside the data's range
-        token = self.state_proj(x.clamp(-2, 2).to(prefix.dtype))  # (B, D)
+        x = x.clamp(-2, 2)
+        if self.config.state_fourier:
+            angles = x[..., None] * self.state_freqs  # (B, S, F)
+            x = torch.cat([x, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)  # (B, S (1 + 2F))
+        token = self.state_proj(x.to(prefix.dtype))  # (B, D)
         return torch.cat([prefix, token[:, None]], dim=1)  # (B, N + 1, D)
 
     def embed_text(self, ids: Tensor) -> Tensor:
