@@ -12,6 +12,9 @@ On the validation episodes of the training run (same split as ``playworld train 
   a model that ignores the scene emits a handful of actions and ~chance directions; the same
   split by task family and by the expert's gripper (open: reaching for the object; closed:
   carrying it, or pushing), since the two halves need different things (docs/vla.md);
+- whether the model reads the gripper's position from the state: how much its greedy dy moves
+  when the state says the gripper is 8 cm further left, then 8 cm further right (the expert
+  would steer back: a model that relates the gripper to its goal answers with a lower dy);
 - for T=1 sampling: the chance per episode that the terminate token fires before the expert's
   end, and the mean per-step chance of a gripper token on the wrong side of 0.5; and how many
   false terminates greedy decoding makes.
@@ -53,7 +56,7 @@ def main() -> None:
     d = len(names)
     forced, free = np.zeros(d), np.zeros(d)
     frames, distinct, direction_ok, groups = 0, set(), [], []
-    p_term, p_grip, false_term, nonfinal = [], [], 0, 0
+    p_term, p_grip, false_term, nonfinal, state_response = [], [], 0, 0, []
     with torch.no_grad():
         for ep in eps:
             T = len(ep.bins)
@@ -83,6 +86,14 @@ def main() -> None:
                 np.linalg.norm(pred[moving], axis=1) * np.linalg.norm(true[moving], axis=1) + 1e-9
             )
             direction_ok += list(cos > np.cos(np.pi / 4))
+            if state is not None and moving.any():  # the same moving frames, the gripper said to be 8 cm left / right
+                dys = []
+                for shift in (0.08, -0.08):
+                    moved = state[moving].clone()
+                    moved[:, 1] += shift
+                    b = decode_actions(m, *m.prefill(images[moving], prompt[moving], moved))[0].numpy()
+                    dys.append(tok.decode(b)[:, 2])
+                state_response += list(dys[0] - dys[1])  # metres; < 0: steers back towards the goal
             gripping = tok.decode(ep.bins)[moving, -1] >= 0.5
             family = (ep.spec or {}).get("family", "?")
             groups += [(family, "closed" if g else "open") for g in gripping]
@@ -99,6 +110,11 @@ def main() -> None:
             sel = (groups[:, 0] == family) & (groups[:, 1] == grip)
             parts.append(f"gripper {grip} {100 * ok[sel].mean():.0f}% of {sel.sum()}" if sel.any() else f"gripper {grip} -")
         print(f"  direction within 45 deg, {family}: " + ", ".join(parts))
+    if state_response:
+        r = np.asarray(state_response) * 100
+        print(f"state: gripper said 16 cm further left -> greedy dy changes by {r.mean():+.2f} cm on average; "
+              f"steers back (< -0.5 cm) on {100 * np.mean(r < -0.5):.0f}%, unchanged (within 0.5 cm) on "
+              f"{100 * np.mean(abs(r) <= 0.5):.0f}% of {len(r)} moving frames")
     print(f"T=1 sampling: P(terminate fires before the expert's end) per episode {np.mean(p_term):.2f}; "
           f"per-step P(gripper on the wrong side) {np.mean(p_grip):.3f}")
 
