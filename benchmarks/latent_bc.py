@@ -56,11 +56,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lam-no-encoder-positions", action="store_true",
                     help="LAM encoder without spatial positions: latents say what changed, not where "
                     "(Breakout: with positions the codes follow the paddle's position, not its move)")
+    ap.add_argument("--lam-encoder-input", choices=["frames", "diff", "frames+diff"], default="frames",
+                    help="what the LAM's encoder reads: the frames (Genie), their differences x_t - x_{t-1}, or both "
+                    "(Breakout: on frames the codes follow where the paddle is, on differences how it moved)")
+    ap.add_argument("--lam-change-weight", type=float, default=0.0,
+                    help="LAM reconstruction weight 1 + W on the pixels that change between t and t+1 (0: plain mean)")
     ap.add_argument("--lam-lr", type=float, default=1e-3)
     ap.add_argument("--expert-style", default=None,
                     help="scripted expert variant for recording and the expert baseline (default: the data's "
                     "meta.json extra.expert_style, else 'default'; Breakout: 'follow')")
     ap.add_argument("--latent-delay", type=int, default=-1, help="read latent actions d steps later (-1: auto)")
+    ap.add_argument("--map-prev-action", action="store_true",
+                    help="the latent -> real map reads (latent, previous real action), LAPA-style: with momentum "
+                    "(Breakout) a visible move mixes two actions and the previous one separates them. Its K labels "
+                    "are K/2 labelled pairs (t-1, t), so it uses no more real actions than the oracle; at play the "
+                    "policy uses its own previous action")
     ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--policy-preset", default="tiny")
@@ -99,11 +109,15 @@ def run(args) -> dict:
         choose_latent_delay,
         delayed_latents,
         fit_action_map,
+        fit_prev_action_map,
         imitation_split,
         label_transitions,
         load_lam,
+        prev_map_accuracy,
+        previous_actions,
         recalibrate_latent_norm,
         select_labelled,
+        select_labelled_pairs,
         train_lam,
         train_policy,
     )
@@ -136,7 +150,8 @@ def run(args) -> dict:
     if args.lam is None and not (lam_dir / "model.safetensors").exists():
         train_lam(args.lam_data or data, lam_dir, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, num_actions=args.lam_codes,
                   batch_size=args.lam_batch, lr=args.lam_lr, progress=False, **{**LAM_CPU, "patch_size": args.lam_patch},
-                  encoder_positions=not args.lam_no_encoder_positions)
+                  encoder_positions=not args.lam_no_encoder_positions, encoder_input=args.lam_encoder_input,
+                  change_weight=args.lam_change_weight)
     timed("lam_train_s", t0)
 
     # 3. label every expert transition with the frozen LAM (cached)
@@ -162,6 +177,16 @@ def run(args) -> dict:
         "majority_action_share": round(float(np.bincount(train.real).max() / len(train.real)), 4),
         "latent_histogram": np.bincount(latent, minlength=num_latent).tolist(),
     }
+    prev_all = previous_actions(train)
+    if args.map_prev_action:  # the previous real action alone, and with the latent (all labels)
+        prev_map = fit_prev_action_map(latent, prev_all, train.real, num_latent, num_actions, full_map)
+        lam_quality.update({
+            "nmi_latent_prev_real": round(normalized_mutual_info(latent * num_actions + prev_all, train.real), 4),
+            "nmi_prev_real": round(normalized_mutual_info(prev_all, train.real), 4),
+            "prev_map_accuracy_all_labels": round(prev_map_accuracy(prev_map, latent, prev_all, train.real), 4),
+            "prev_action_only_accuracy": round(latent_map_accuracy(
+                fit_action_map(prev_all, train.real, num_actions, num_actions), prev_all, train.real), 4),
+        })
     print("latent labels:", lam_quality, flush=True)
 
     def tcfg(seed: int) -> TrainConfig:
@@ -208,14 +233,24 @@ def run(args) -> dict:
         latent_cfg = LatentPolicyConfig.preset(args.policy_preset, target="latent", **base)
         for k in ks:
             labelled = select_labelled(len(train), k, seed, f"the expert transitions of {data}")
+            if args.map_prev_action:  # the map's K labels: K/2 pairs (t-1, t); the oracle keeps its K
+                pair_targets, map_labelled = select_labelled_pairs(train, k, seed, f"the expert transitions of {data}")
+            else:
+                map_labelled = labelled
             # The labels also say which step's latent action shows the decision (Pong: one later).
-            d = choose_latent_delay(train, latent, labelled, num_latent, num_actions) if args.latent_delay < 0 \
+            d = choose_latent_delay(train, latent, map_labelled, num_latent, num_actions) if args.latent_delay < 0 \
                 else args.latent_delay
             delays.setdefault(str(k), []).append(d)
-            idx, z = delayed_latents(train, latent, d, labelled)
+            idx, z = delayed_latents(train, latent, d, map_labelled)
             amap = fit_action_map(z, train.real[idx], num_latent, num_actions)
             all_idx, all_z = delayed_latents(train, latent, d)
-            map_acc.setdefault(str(k), []).append(latent_map_accuracy(amap, all_z, train.real[all_idx]))
+            if args.map_prev_action:
+                pidx, pz = delayed_latents(train, latent, d, pair_targets)
+                amap = fit_prev_action_map(pz, prev_all[pidx], train.real[pidx], num_latent, num_actions, amap)
+                acc = prev_map_accuracy(amap, all_z, prev_all[all_idx], train.real[all_idx])
+            else:
+                acc = latent_map_accuracy(amap, all_z, train.real[all_idx])
+            map_acc.setdefault(str(k), []).append(acc)
             name = "latent" if d == 0 else f"latent-delay{d}"
             latent_net = trained(out / f"seed{seed}" / name, latent_cfg, train.subset(all_idx), all_z, seed)
             score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
@@ -252,7 +287,7 @@ def run(args) -> dict:
         "lam_data": str(args.lam_data or data) if args.lam is None else None, "train_transitions": len(train), "lam": str(lam_dir),
         "lam_quality": lam_quality, "seeds": args.seeds, "episodes": args.episodes, "max_steps": args.max_steps,
         "policy_steps": args.policy_steps, "policy_preset": args.policy_preset, "num_frames": args.num_frames,
-        "rgb": args.rgb,
+        "rgb": args.rgb, "map_prev_action": args.map_prev_action,
         "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
         "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
         "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
@@ -322,7 +357,11 @@ def markdown_table(r: dict) -> str:
         f"Expert {r['expert']['mean_return']:+.1f}, random {r['random']['mean_return']:+.1f}; "
         f"{r['train_transitions']} expert transitions; LAM: NMI(latent, real) {r['lam_quality']['nmi_latent_real']}, "
         f"map accuracy with all labels {r['lam_quality']['map_accuracy_all_labels']} "
-        f"(majority action {r['lam_quality']['majority_action_share']}).",
+        f"(majority action {r['lam_quality']['majority_action_share']})."
+        + (f" Map on (latent, previous action): NMI {r['lam_quality']['nmi_latent_prev_real']}, accuracy with all "
+           f"labels {r['lam_quality']['prev_map_accuracy_all_labels']} (previous action alone "
+           f"{r['lam_quality']['prev_action_only_accuracy']}; NMI {r['lam_quality']['nmi_prev_real']}); the map's K "
+           "labels are K/2 labelled pairs (t-1, t)." if r.get("map_prev_action") else ""),
         "",
         "| K labels | latent policy: return [95% CI] | norm. (oracle-all / expert) | map accuracy | delay "
         "| oracle BC: return [95% CI] | norm. (oracle-all / expert) |",

@@ -122,10 +122,12 @@ class LatentPolicyConfig(ModelConfig):
 def check_action_map(action_map: list[int] | np.ndarray, num_latent: int, num_actions: int) -> None:
     """A latent -> real map must have one entry per latent code, each a real action id."""
     m = np.asarray(action_map)
-    if m.shape != (num_latent,) or (m.size and (m.min() < 0 or m.max() >= num_actions)):
+    shapes = ((num_latent,), (num_latent, num_actions))  # per latent, or per (latent, previous real action)
+    if m.shape not in shapes or (m.size and (m.min() < 0 or m.max() >= num_actions)):
         raise PlayworldError(
             f"the latent -> real action map must hold {num_latent} ids in [0, {num_actions}) (one per latent "
-            f"action of the LAM), got {m.tolist()}; fit it with the same LAM the policy was trained on."
+            f"action of the LAM; or {num_latent} x {num_actions}, one per latent and previous real action), got "
+            f"{m.tolist()}; fit it with the same LAM the policy was trained on."
         )
 
 
@@ -199,8 +201,12 @@ class LatentPolicyNet(PretrainedModel):
         return loss, {"accuracy": float(acc)}
 
     @torch.no_grad()
-    def act(self, frames: Tensor, action_map: Tensor | None = None) -> Tensor:
-        """Greedy real action ids ``(B,)``: argmax, then through the latent -> real map."""
+    def act(self, frames: Tensor, action_map: Tensor | None = None, prev_action: Tensor | None = None) -> Tensor:
+        """Greedy real action ids ``(B,)``: argmax, then through the latent -> real map.
+
+        A 2-D ``action_map`` ``(num_latent, num_actions)`` also reads ``prev_action`` ``(B,)``, the real
+        action taken one step before (see :func:`playworld.policy.train_latent.fit_prev_action_map`).
+        """
         choice = self(frames).argmax(-1)  # (B,)
         if self.config.target == "real":
             return choice
@@ -210,6 +216,10 @@ class LatentPolicyNet(PretrainedModel):
                 "this latent policy has no latent -> real action map yet; fit one on a few labelled transitions "
                 "(`playworld train latent-policy --labels K`) or pass action_map."
             )
+        if amap.dim() == 2:
+            if prev_action is None:
+                raise PlayworldError("a latent -> real map over (latent, previous action) needs prev_action.")
+            return amap[choice, prev_action]
         return amap[choice]
 
 
@@ -218,7 +228,9 @@ class LatentActionPolicy:
 
     Args:
         model: a trained network (its config holds the latent -> real map).
-        action_map: a map to use instead of the one in the config (e.g. fitted on another K).
+        action_map: a map to use instead of the one in the config (e.g. fitted on another K); a 2-D map
+            ``(num_latent, num_actions)`` reads the latent and the policy's own previous action (0 at an
+            episode's start), for games with momentum.
         device: "cpu" or "cuda".
     """
 
@@ -233,6 +245,7 @@ class LatentActionPolicy:
             check_action_map(action_map, c.num_latent, c.num_actions)
             self.action_map = torch.as_tensor(np.asarray(action_map), dtype=torch.long, device=self.device)
         self._history: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # each env's previous action (2-D action maps)
         self._warned_resize = False
 
     @classmethod
@@ -247,6 +260,7 @@ class LatentActionPolicy:
     def reset(self) -> None:
         """Start new episodes in every env (to restart some of a batch, pass ``new_episode``)."""
         self._history = None
+        self._prev = None
 
     def _prepare(self, frames: np.ndarray) -> np.ndarray:
         arr = np.asarray(frames)
@@ -282,7 +296,15 @@ class LatentActionPolicy:
         arr = self._prepare(np.asarray(frames)[None] if single else frames)
         new = np.zeros(len(arr), bool) if new_episode is None else np.asarray(new_episode, bool).reshape(-1)
         stack = torch.from_numpy(self._push(arr, new)).to(self.device)
-        actions = self.model.act(stack, self.action_map).cpu().numpy()
+        prev = None
+        if self.action_map is not None and self.action_map.dim() == 2:
+            if self._prev is None or len(self._prev) != len(arr):
+                self._prev = np.zeros(len(arr), np.int64)
+            self._prev[new] = 0  # an episode starts after no action (as previous_actions in training)
+            prev = torch.from_numpy(self._prev).to(self.device)
+        actions = self.model.act(stack, self.action_map, prev).cpu().numpy()
+        if prev is not None:
+            self._prev = actions.astype(np.int64)
         return int(actions[0]) if single else actions
 
     def batch_policy(self):

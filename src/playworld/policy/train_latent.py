@@ -249,6 +249,61 @@ def fit_action_map(latent: np.ndarray, real: np.ndarray, num_latent: int, num_ac
     return fit_latent_action_map(latent, real, num_latent, num_actions)
 
 
+def previous_actions(tr: Transitions, start: int = 0) -> np.ndarray:
+    """The real action of each transition's predecessor (t - 1, same episode): int64 ``(N,)``.
+
+    A transition without its predecessor in ``tr`` (an episode's first step) gets ``start``, as the
+    runtime policy does at an episode's start (:class:`~playworld.policy.latent_policy.LatentActionPolicy`).
+    """
+    if tr.real is None:
+        raise PlayworldError("previous actions need real actions; this data has none.")
+    prev = np.full(len(tr), start, np.int64)
+    ok = np.r_[False, (tr.episode[1:] == tr.episode[:-1]) & (tr.t[1:] == tr.t[:-1] + 1)]
+    prev[ok] = tr.real[np.flatnonzero(ok) - 1]
+    return prev
+
+
+def select_labelled_pairs(tr: Transitions, k: int | str, seed: int = 0, where: str = "the data") -> tuple[np.ndarray, np.ndarray]:
+    """``k`` real labels as ``k // 2`` labelled pairs (t - 1, t) of consecutive transitions.
+
+    Returns ``(targets, labelled)``: the sorted second transitions t of the pairs (whose predecessor's
+    action is known, for a map that reads the previous action) and every labelled index (both of each
+    pair, ``k`` in all when the pairs do not overlap; ``"all"``: every transition). The labels are
+    spent as pairs so that a previous-action map uses no more real actions than Genie's map.
+    """
+    has_prev = np.flatnonzero(np.r_[False, (tr.episode[1:] == tr.episode[:-1]) & (tr.t[1:] == tr.t[:-1] + 1)])
+    if k == "all":
+        return has_prev, np.arange(len(tr))
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+        raise PlayworldError(f"labelled pairs need k >= 2 real labels (k // 2 pairs), got {k!r}.")
+    if k // 2 > len(has_prev):
+        raise PlayworldError(f"{k} labels ask for {k // 2} labelled pairs but {where} has {len(has_prev)}.")
+    targets = np.sort(np.random.default_rng(seed).choice(has_prev, size=int(k) // 2, replace=False))
+    return targets, np.unique(np.r_[targets - 1, targets])
+
+
+def fit_prev_action_map(latent: np.ndarray, prev: np.ndarray, real: np.ndarray, num_latent: int, num_actions: int,
+                        fallback: np.ndarray) -> np.ndarray:
+    """A latent -> real map that also reads the previous real action: int64 ``(num_latent, num_actions)``.
+
+    ``map[z, p]`` = the real action most often taken with latent ``z`` right after action ``p`` (majority
+    vote, as :func:`fit_action_map`); pairs never seen take ``fallback[z]`` (a map of the latent alone).
+    With momentum (Breakout: the paddle moves 12.3 a_t + 10.1 a_(t-1) pixels) the move a latent sees
+    mixes two actions; knowing the previous one (an agent knows what it did) separates them, as LAPA
+    grounds latents with the observation.
+    """
+    key = np.asarray(latent, np.int64) * num_actions + np.asarray(prev, np.int64)
+    seen = np.bincount(key, minlength=num_latent * num_actions) > 0
+    joint = fit_action_map(key, real, num_latent * num_actions, num_actions)
+    fb = np.repeat(np.asarray(fallback, np.int64), num_actions)
+    return np.where(seen, joint, fb).reshape(num_latent, num_actions)
+
+
+def prev_map_accuracy(amap: np.ndarray, latent: np.ndarray, prev: np.ndarray, real: np.ndarray) -> float:
+    """Fraction of transitions where ``amap[latent, prev]`` is the real action."""
+    return float((np.asarray(amap)[latent, prev] == real).mean())
+
+
 def load_lam(path: Path, frame_size: tuple[int, int], device: str = "cpu"):
     from playworld.world.latent_actions import LatentActionModel
 

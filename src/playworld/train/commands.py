@@ -105,6 +105,14 @@ class TrainLAM(_PartCommand):
     """Frames per training clip."""
     num_actions: int = 8
     """|A|: latent actions (Genie: 8)."""
+    encoder_input: Literal["frames", "diff", "frames+diff"] = "frames"
+    """What the encoder reads: the frames (Genie), their differences x_t - x_{t-1}, or both; on differences
+    the codes follow how things moved rather than where they are (docs/bridge.md, Breakout)."""
+    encoder_positions: bool = True
+    """Spatial position embedding in the encoder (Genie); --no-encoder-positions: latents say what changed,
+    not where."""
+    change_weight: float = 0.0
+    """Reconstruction weight 1 + W on the pixels that change between frames t and t+1 (0: plain mean)."""
     train: TrainSettings = field(default_factory=lambda: TrainConfig(steps=2500, batch_size=8, lr=6e-4, warmup_steps=200))
     """Optimisation settings."""
 
@@ -114,7 +122,9 @@ class TrainLAM(_PartCommand):
         seed_everything(self.train.seed)
         train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed)
         model = LatentActionModel(
-            LatentActionConfig.preset(self.preset, image_size=train.dataset.frame_size, num_actions=self.num_actions)
+            LatentActionConfig.preset(self.preset, image_size=train.dataset.frame_size, num_actions=self.num_actions,
+                                      encoder_input=self.encoder_input, encoder_positions=self.encoder_positions,
+                                      change_weight=self.change_weight)
         )
         log.info("latent action model %s: %.2fM parameters", self.preset, model.num_parameters() / 1e6)
         trainer = Trainer(
