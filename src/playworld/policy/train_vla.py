@@ -251,7 +251,7 @@ class TrainVLA:
     state: bool = True
     """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
     state_fourier: int = -1
-    """Fourier frequency bands per state value fed to the state MLP (0 = the raw value; docs/vla.md: without them the tiny model ignored the gripper's x/y); -1 = 6 for a new model, or the --init checkpoint's."""
+    """Fourier frequency bands per state value fed to the state MLP (0 = the raw value, to which a small MLP barely reacts at the centimetre scale; docs/vla.md); -1 = 6 for a new model, or the --init checkpoint's."""
     resume: bool = False
     """Continue the run in --out from its latest valid checkpoint."""
     threads: int = 0
