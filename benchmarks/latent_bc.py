@@ -177,7 +177,7 @@ def run(args) -> dict:
         "majority_action_share": round(float(np.bincount(train.real).max() / len(train.real)), 4),
         "latent_histogram": np.bincount(latent, minlength=num_latent).tolist(),
     }
-    prev_all = previous_actions(train)
+    prev_all = previous_actions(train) if args.map_prev_action else None
     if args.map_prev_action:  # the previous real action alone, and with the latent (all labels)
         prev_map = fit_prev_action_map(latent, prev_all, train.real, num_latent, num_actions, full_map)
         lam_quality.update({

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from playworld.envs.tabletop.tasks import SPAWN_X, SPAWN_Y
-from playworld.policy.vqa import LOCATE_CELL, Scene, SceneObject, locate_answer, sample_questions, scene_questions
+from playworld.policy.vqa import (
+    LOCATE_CELL,
+    Scene,
+    SceneObject,
+    locate_answer,
+    sample_questions,
+    scene_questions,
+)
 
 SCENE = Scene(
     objects=(

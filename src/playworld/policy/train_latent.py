@@ -249,6 +249,11 @@ def fit_action_map(latent: np.ndarray, real: np.ndarray, num_latent: int, num_ac
     return fit_latent_action_map(latent, real, num_latent, num_actions)
 
 
+def has_predecessor(tr: Transitions) -> np.ndarray:
+    """Bool ``(N,)``: transition i - 1 is step t - 1 of the same episode (i is not an episode's first in ``tr``)."""
+    return np.r_[False, (tr.episode[1:] == tr.episode[:-1]) & (tr.t[1:] == tr.t[:-1] + 1)]
+
+
 def previous_actions(tr: Transitions, start: int = 0) -> np.ndarray:
     """The real action of each transition's predecessor (t - 1, same episode): int64 ``(N,)``.
 
@@ -258,7 +263,7 @@ def previous_actions(tr: Transitions, start: int = 0) -> np.ndarray:
     if tr.real is None:
         raise PlayworldError("previous actions need real actions; this data has none.")
     prev = np.full(len(tr), start, np.int64)
-    ok = np.r_[False, (tr.episode[1:] == tr.episode[:-1]) & (tr.t[1:] == tr.t[:-1] + 1)]
+    ok = has_predecessor(tr)
     prev[ok] = tr.real[np.flatnonzero(ok) - 1]
     return prev
 
@@ -271,7 +276,7 @@ def select_labelled_pairs(tr: Transitions, k: int | str, seed: int = 0, where: s
     pair, ``k`` in all when the pairs do not overlap; ``"all"``: every transition). The labels are
     spent as pairs so that a previous-action map uses no more real actions than Genie's map.
     """
-    has_prev = np.flatnonzero(np.r_[False, (tr.episode[1:] == tr.episode[:-1]) & (tr.t[1:] == tr.t[:-1] + 1)])
+    has_prev = np.flatnonzero(has_predecessor(tr))
     if k == "all":
         return has_prev, np.arange(len(tr))
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
