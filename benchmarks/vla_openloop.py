@@ -51,7 +51,7 @@ def main() -> None:
     val = val[: args.episodes or None]
     m = VLA.from_pretrained(args.policy).eval()
     tok = m.config.get_action_tokenizer()
-    eps, _, _ = load_episodes(args.data, m.config.image_size, tok, val)
+    eps, _, _ = load_episodes(args.data, m.config.image_size, tok, val, wrist_size=m.config.wrist_size)
     names = tok.names or [str(i) for i in range(tok.dim)]
     d = len(names)
     forced, free = np.zeros(d), np.zeros(d)
@@ -62,10 +62,11 @@ def main() -> None:
             T = len(ep.bins)
             state = torch.from_numpy(ep.states) if m.config.use_state else None
             images = torch.from_numpy(ep.frames)
+            wrist = torch.from_numpy(ep.wrist) if ep.wrist is not None else None
             prompt = torch.tensor([m.encode_text(robot_prompt(ep.instruction))]).expand(T, -1)
             L = prompt.shape[1]
             target = torch.tensor(np.asarray([m.action_target_ids(b) for b in ep.bins]))
-            hidden = m(images, torch.cat([prompt, target], 1), state)  # (T, L + d, D)
+            hidden = m(images, torch.cat([prompt, target], 1), state, wrist)  # (T, L + d, D)
             logits = m.action_logits(hidden[:, L : L + d]).float()  # (T, d, 256): teacher-forced
             forced += (logits.argmax(-1).numpy() == ep.bins).sum(0)
             probs = torch.softmax(logits, -1).numpy()
@@ -74,7 +75,7 @@ def main() -> None:
             closed = ep.bins[:, -1] >= tok.num_bins // 2
             p_grip.append(np.where(closed, probs[:, -1, : tok.num_bins // 2].sum(-1), probs[:, -1, tok.num_bins // 2 :].sum(-1)).mean())
 
-            bins = decode_actions(m, *m.prefill(images, prompt, state))[0].numpy()  # greedy, free-running
+            bins = decode_actions(m, *m.prefill(images, prompt, state, wrist))[0].numpy()  # greedy, free-running
             free += (bins == ep.bins).sum(0)
             frames += T
             distinct |= {tuple(r[1:4]) for r in bins}
@@ -91,7 +92,8 @@ def main() -> None:
                 for shift in (0.08, -0.08):
                     moved = state[moving].clone()
                     moved[:, 1] += shift
-                    b = decode_actions(m, *m.prefill(images[moving], prompt[moving], moved))[0].numpy()
+                    w = wrist[moving] if wrist is not None else None
+                    b = decode_actions(m, *m.prefill(images[moving], prompt[moving], moved, w))[0].numpy()
                     dys.append(tok.decode(b)[:, 2])
                 state_response += list(dys[0] - dys[1])  # metres; < 0: steers back towards the goal
             gripping = tok.decode(ep.bins)[moving, -1] >= 0.5

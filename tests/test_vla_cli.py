@@ -49,6 +49,9 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     seen = report["suites"]["seen"]
     assert seen["episodes"] == 1 and 0 <= seen["ci95"][0] <= seen["ci95"][1] <= 1
     assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question
+    closest = seen["closest_approach_cm"]
+    assert len(closest["per_episode"]) == 1 and 0 <= closest["median"] < 100  # cm, on a 1 m table
+    assert closest["median"] == pytest.approx(closest["per_episode"][0], abs=0.05)
     assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
     assert "success" in capsys.readouterr().out
     # --tasks keeps only those families and skips suites that have none of them (symbols)

@@ -28,6 +28,7 @@ from playworld.utils import get_logger
 log = get_logger("data.tabletop")
 
 CAMERA = "front"
+WRIST_CAMERA = "wrist"  # observation.images.wrist, with --wrist-size
 
 # -- workers (one Tabletop env per process) ------------------------------------------------------
 
@@ -120,25 +121,31 @@ def record_tabletop(
     progress: bool = True,
     action_noise: float = 0.0,
     noise_prob: float = 0.3,
+    wrist_size: int = 0,
 ) -> RecordReport:
     """Record ``episodes`` successful expert episodes into a LeRobot v3.0 folder at ``out``.
 
     ``action_noise > 0``: DART recovery data - the executed actions of a share ``noise_prob`` of
     the steps get Gaussian noise, the recorded actions are the expert's clean ones (see
-    :func:`~playworld.envs.tabletop.run_expert_episode`)."""
+    :func:`~playworld.envs.tabletop.run_expert_episode`).
+
+    ``wrist_size > 0`` also records the palm camera (:class:`~playworld.envs.tabletop.scene.WristCamera`)
+    as a second video stream, ``observation.images.wrist``; the fixed camera stays the first one."""
     from tqdm import tqdm
 
     from playworld.data.lerobot import LeRobotWriter
     from playworld.envs.tabletop import ACTION_NAMES, STATE_NAMES, TabletopConfig, get_suite
 
     config = TabletopConfig(
-        suite=suite, tasks=tuple(tasks), image_size=size, max_steps=max_steps, terminate_on_success=False
+        suite=suite, tasks=tuple(tasks), image_size=size, max_steps=max_steps, terminate_on_success=False,
+        wrist_size=wrist_size,
     )
     get_suite(suite, tasks or None)  # unknown suite / task -> PlayworldError before any work
     env_kwargs = {
         "suite": suite,
         "tasks": tuple(tasks),
         "image_size": size,
+        "wrist_size": wrist_size,
         "max_steps": max_steps,
         "terminate_on_success": False,  # the expert finishes its motion and says terminate itself
     }
@@ -151,7 +158,7 @@ def record_tabletop(
     writer = LeRobotWriter(
         out,
         fps=config.control_hz,
-        cameras={CAMERA: (size, size)},
+        cameras={CAMERA: (size, size), **({WRIST_CAMERA: (wrist_size, wrist_size)} if wrist_size else {})},
         state_names=STATE_NAMES,
         action_names=ACTION_NAMES,
         robot_type="panda",
@@ -178,7 +185,7 @@ def record_tabletop(
                     continue
                 successes_by_task[spec["family"]] += 1
                 writer.add_episode(
-                    {CAMERA: result["frames"]},
+                    {CAMERA: result["frames"], **({WRIST_CAMERA: result["wrist_frames"]} if wrist_size else {})},
                     result["states"],
                     result["actions"],
                     task=result["instruction"],
@@ -215,6 +222,7 @@ def record_tabletop(
             "tasks": list(tasks),
             "seed": seed,
             "size": size,
+            "wrist_size": wrist_size,
             "max_steps": max_steps,
             "action_noise": action_noise,
             "noise_prob": noise_prob if action_noise > 0 else 0.0,
@@ -253,6 +261,8 @@ class RecordTabletop:
     """DART recovery data: std (m) of Gaussian noise on the executed dx, dy, dz (5x in rad on dyaw); the recorded action stays the expert's clean one, so demos show recoveries from drift (0 = clean; docs/vla.md)."""
     noise_prob: float = 0.3
     """With --action-noise: share of steps perturbed (the clean steps between let the expert reach its waypoints)."""
+    wrist_size: int = 0
+    """Also record the camera in the palm of the hand (looking between the fingers) at wrist_size x wrist_size px, as observation.images.wrist (0 = none, RT-2's one fixed camera)."""
     overwrite: bool = False
     """Replace an existing dataset at --out."""
     progress: bool = True
@@ -267,6 +277,8 @@ class RecordTabletop:
             raise PlayworldError(
                 f"--size must be an even number in [16, 1024] (H.264 needs even sizes), got {self.size}."
             )
+        if self.wrist_size and (self.wrist_size % 2 or not 16 <= self.wrist_size <= 1024):
+            raise PlayworldError(f"--wrist-size must be 0 or an even number in [16, 1024], got {self.wrist_size}.")
         if not 0 <= self.action_noise <= 0.05:
             raise PlayworldError(f"--action-noise must be in [0, 0.05] metres, got {self.action_noise}.")
         if not 0 < self.noise_prob <= 1:
@@ -293,6 +305,7 @@ class RecordTabletop:
             progress=self.progress,
             action_noise=self.action_noise,
             noise_prob=self.noise_prob,
+            wrist_size=self.wrist_size,
         )
         print(report.summary())
         print(

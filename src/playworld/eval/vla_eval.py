@@ -70,6 +70,27 @@ def overlay(image: np.ndarray, top: str, bottom: str, scale: int = 3) -> np.ndar
     return np.asarray(canvas)
 
 
+def camera_view(obs: dict[str, Any]) -> np.ndarray:
+    """The fixed camera's image, with the wrist camera's beside it (scaled to the same height)
+    when the observation has one: what the policy saw, for the GIFs."""
+    image = obs["image"]
+    wrist = obs.get("wrist_image")
+    if wrist is None:
+        return image
+    from PIL import Image
+
+    h = image.shape[0]
+    wrist = np.asarray(Image.fromarray(wrist).resize((h, h), Image.NEAREST))
+    return np.concatenate([image, wrist], axis=1)  # (H, 2H, 3)
+
+
+def _reach_error(env, spec) -> float:
+    """Horizontal distance (m) from the grasp point to the object the instruction is about."""
+    ee, _ = env.ee_pose()
+    obj, _ = env.object_pose(spec.goal.target)
+    return float(np.linalg.norm(ee[:2] - obj[:2]))
+
+
 def evaluate_suite(
     policy,
     suite: str,
@@ -80,17 +101,19 @@ def evaluate_suite(
     vqa_per_episode: int = 4,
     camera_size: int = 128,
     tasks: tuple[str, ...] = (),
+    wrist_size: int = 0,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Run ``episodes`` closed-loop episodes of ``suite`` with the camera rendering
-    ``camera_size`` px images; returns (metrics, GIF frames)."""
+    ``camera_size`` px images (and the wrist camera at ``wrist_size`` px, 0 = none); returns
+    (metrics, GIF frames)."""
     from playworld.envs.tabletop import Tabletop, get_suite
     from playworld.eval.metrics import confidence_interval_95
     from playworld.policy.vqa import answers_match, plan_question, sample_questions, scene_from_env
 
-    env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks))
+    env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks), wrist_size=wrist_size)
     specs = get_suite(suite, tasks or None).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
-    successes, steps, per_task, gif = 0, [], {}, []
+    successes, steps, per_task, gif, closest = 0, [], {}, [], []
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
     fallbacks0 = policy.num_fallbacks
@@ -108,20 +131,23 @@ def evaluate_suite(
                 vqa_kinds[qa.kind] = (r + ok, n + 1)
             policy.reset(seed=k)  # the same sampled actions on every run
             t = 0
+            near = _reach_error(env, spec)
             while True:
                 action = policy.select_action(obs, spec.instruction)
                 if k < gif_episodes:
                     text = f"{policy.last_action_text}" + (f" | {policy.last_plan}" if policy.last_plan else "")
-                    gif.append(overlay(obs["image"], spec.instruction, text))
+                    gif.append(overlay(camera_view(obs), spec.instruction, text))
                 obs, _, terminated, truncated, info = env.step(action)
                 t += 1
+                near = min(near, _reach_error(env, spec))
                 if terminated or truncated:
                     break
             if k < gif_episodes:
                 verdict = "success" if info["success"] else "failure"
-                gif += [overlay(obs["image"], spec.instruction, verdict)] * 5
+                gif += [overlay(camera_view(obs), spec.instruction, verdict)] * 5
             successes += bool(info["success"])
             steps.append(t)
+            closest.append(near)
             s, n = per_task.get(spec.family, (0, 0))
             per_task[spec.family] = (s + bool(info["success"]), n + 1)
             log.info("%s %d/%d: %s -> %s in %d steps", suite, k + 1, episodes, spec.instruction,
@@ -136,6 +162,10 @@ def evaluate_suite(
         "ci95": [lo, hi],
         "per_task": {t: {"successes": s, "episodes": n, "success_rate": s / n} for t, (s, n) in sorted(per_task.items())},
         "mean_steps": float(np.mean(steps)),
+        "closest_approach_cm": {  # how near the hand came to the object it had to move (2-D, grasp point)
+            "median": float(np.median(closest)) * 100,
+            "per_episode": [round(c * 100, 1) for c in closest],
+        },
         "control_hz": policy.control_hz,
         "policy_ms_per_step": 1000.0 * float(np.mean(policy.step_seconds)) if policy.step_seconds else None,
         "no_op_fallbacks": policy.num_fallbacks - fallbacks0,
@@ -199,6 +229,8 @@ class EvalVLA:
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature
         )
         camera = self.camera_size or policy.model.config.camera_size or 128
+        cfg = policy.model.config
+        wrist = (cfg.wrist_camera_size or cfg.wrist_size) if cfg.wrist_size else 0
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
         suites = list(SUITES) if self.suite == "all" else [self.suite]
         if self.tasks:
@@ -216,6 +248,7 @@ class EvalVLA:
             "seed": self.seed,
             "max_steps": self.max_steps,
             "camera_size": camera,
+            "wrist_camera_size": wrist,
             "tasks": list(self.tasks),
             "machine": machine_info(),
             "suites": {},
@@ -224,7 +257,7 @@ class EvalVLA:
         for name in suites:
             metrics, frames = evaluate_suite(
                 policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode,
-                camera, tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else (),
+                camera, tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else (), wrist,
             )
             if frames:
                 metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))
@@ -234,7 +267,8 @@ class EvalVLA:
             print(
                 f"{name:<20} success {metrics['successes']}/{metrics['episodes']} = {100 * metrics['success_rate']:.0f}% "
                 f"[95% CI {100 * lo:.0f}-{100 * hi:.0f}%]  control {metrics['control_hz']:.1f} Hz  "
-                f"VQA {'-' if vqa is None else f'{100 * vqa:.0f}%'}"
+                f"VQA {'-' if vqa is None else f'{100 * vqa:.0f}%'}  "
+                f"closest approach {metrics['closest_approach_cm']['median']:.1f} cm (median)"
             )
         report["seconds"] = time.perf_counter() - start
         atomic_write_json(out / "vla_eval.json", report)

@@ -213,7 +213,7 @@ class EfficientNetEncoder(nn.Module):
             x = block(x)  # stride 16: ... -> (B, 112, S/16, S/16); 32: -> (B, 320, S/32, S/32)
         if self.stride == 32:
             x = F.relu6(net._bn1(net._conv_head(x)))  # (B, 1280, S/32, S/32)
-        if x.shape[-1] != self.grid:
+        if self.stride == 32 and x.shape[-1] != self.grid:  # stride 16: S/16 tokens per side, any S
             x = F.adaptive_avg_pool2d(x, self.grid)  # (B, C, grid, grid)
         return rearrange(x, "b c h w -> b (h w) c")
 

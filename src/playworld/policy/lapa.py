@@ -141,7 +141,7 @@ def init_from_checkpoint(
     action and latent token ids, LoRA rank); ``changes`` sets what belongs to this run's data (its action
     tokenizer, state statistics, ``use_state``, latent tokens). Weights the checkpoint lacks
     (the state MLP of a checkpoint pretrained without state, the latent tokens when adding
-    them) start fresh; the rest must match exactly. Refused, with the reason: another backbone,
+    them, the wrist camera's position embeddings when adding it) start fresh; the rest must match exactly. Refused, with the reason: another backbone,
     a checkpoint that is not a VLA, a word vocabulary missing words of this data, another
     number of bins or action dimensions, examples longer than the checkpoint's context.
     """
@@ -196,19 +196,19 @@ def init_from_checkpoint(
         config.latent_token_ids = ()  # new latent tokens: ids assigned on build
     model = VLA(config)
     need = max_example_tokens(model, episodes, plan)
-    if need > config.max_text_len:
-        config.max_text_len = need
-        longest = model.num_prefix_tokens + need + config.max_answer_tokens
-        if config.backbone == "tiny" and longest > config.max_seq_len:
-            raise PlayworldError(
-                f"this data makes examples of {need} tokens; with the image and answer that is {longest} positions, more "
-                f"than the {config.max_seq_len} the --init VLA {path} was built with. Pretrain with text of this length."
-            )
+    config.max_text_len = max(config.max_text_len, need)
+    longest = model.num_prefix_tokens + config.max_text_len + config.max_answer_tokens
+    if config.backbone == "tiny" and longest > config.max_seq_len:
+        raise PlayworldError(
+            f"this data makes examples of {config.max_text_len} tokens; with the image tokens ({model.num_prefix_tokens}) "
+            f"and the answer that is {longest} positions, more than the {config.max_seq_len} the --init VLA {path} was "
+            "built with. Pretrain with text of this length (and the same cameras)."
+        )
     own, theirs = model.state_dict(), source.state_dict()
     fresh = [k for k in own if k not in theirs and not model._is_base_weight(k)]
     dropped = [k for k in theirs if k not in own]
     wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in theirs.items() if k in own and v.shape != own[k].shape]
-    if wrong or any(not k.startswith(("state_proj.", "latent_embed")) for k in fresh + dropped):
+    if wrong or any(not k.startswith(("state_proj.", "latent_embed", "wrist_pos")) for k in fresh + dropped):
         raise PlayworldError(
             f"--init {path} does not fit this run's VLA: wrong shapes {wrong[:3]}, missing {fresh[:3]}, extra {dropped[:3]}."
         )

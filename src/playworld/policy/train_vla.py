@@ -56,12 +56,23 @@ class Episode:
     instruction: str
     spec: dict[str, Any] | None  # the EpisodeSpec as a dict (playworld recordings)
     latent: np.ndarray | None = None  # int64 (T-1,): the LAM's code of each transition t -> t+1 (LAPA)
+    wrist: np.ndarray | None = None  # uint8 (T, W, W, 3): the wrist camera (VLAConfig.wrist_size)
+
+
+def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, size, size, 3), antialiased bilinear (unchanged if already so)."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer | None = None,
-                  episodes: list[int] | None = None,
-                  actions: bool = True) -> tuple[list[Episode], ActionTokenizer | None, dict | None]:
-    """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``).
+                  episodes: list[int] | None = None, actions: bool = True,
+                  wrist_size: int = 0) -> tuple[list[Episode], ActionTokenizer | None, dict | None]:
+    """Read a LeRobot tabletop folder into memory (frames resized to ``image_size``; with
+    ``wrist_size`` also the wrist camera's, resized to ``wrist_size``).
 
     Returns (episodes, the action tokenizer from the data's stats, the state's stats or None).
     ``actions=False`` (LAPA pretraining) never reads the actions: the folder may have none, the
@@ -71,6 +82,14 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
     from playworld.data.lerobot import load_lerobot
 
     ds = load_lerobot(data)
+    wrist_ds = None
+    if wrist_size:
+        if "observation.images.wrist" not in ds.camera_keys:
+            raise PlayworldError(
+                f"{data} has no wrist camera (cameras: {', '.join(ds.camera_keys)}); record it with "
+                "`playworld record tabletop --wrist-size 64`, or train without --wrist-size."
+            )
+        wrist_ds = load_lerobot(data, camera="wrist")
     tok = None
     if actions:
         if not ds.has_actions or ds.stats is None or "action" not in ds.stats:
@@ -79,14 +98,15 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
     out = []
     for i in episodes if episodes is not None else range(ds.num_episodes):
         ep = ds.episode(i)
-        frames = torch.from_numpy(ep["frames"]).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-        if frames.shape[-1] != image_size or frames.shape[-2] != image_size:
-            frames = F.interpolate(frames, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-        frames = frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        frames = _resize_frames(ep["frames"], image_size)
+        wrist = None
+        if wrist_ds is not None:
+            wrist = _resize_frames(wrist_ds.episode(i)["frames"], wrist_size)
+            wrist_ds.close()
         raw_spec = ds.episodes[i].get("playworld/spec")
         states = ep["state"] if ep["state"] is not None else np.zeros((len(frames), 0), np.float32)
         bins = tok.encode(ep["actions"]) if tok is not None else None
-        out.append(Episode(frames, bins, states, ep["task"], json.loads(raw_spec) if raw_spec else None))
+        out.append(Episode(frames, bins, states, ep["task"], json.loads(raw_spec) if raw_spec else None, wrist=wrist))
         ds.close()  # one decoded episode in memory at a time
     return out, tok, (ds.stats or {}).get("observation.state")
 
@@ -112,6 +132,8 @@ class VLADataset(Dataset):
             raise PlayworldError("no episodes to train on.")
         if target == "latent" and (plan or any(e.latent is None for e in episodes)):
             raise PlayworldError("latent (LAPA) examples need every episode's latent labels and no --plan.")
+        if model.config.wrist_size and any(e.wrist is None for e in episodes):
+            raise PlayworldError("this VLA reads the wrist camera: load the episodes with wrist_size (--wrist-size).")
         if target == "action" and any(e.bins is None for e in episodes):
             raise PlayworldError("robot examples need the episodes' actions (load them with actions=True).")
         needs_spec = robot_fraction < 1 or plan
@@ -156,12 +178,16 @@ class VLADataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         e, t, prompt, answer = self.example(int(i))
         input_ids, labels = self.model.make_example(prompt, answer)
-        return {
-            "image": torch.from_numpy(self.episodes[e].frames[t]),  # uint8 (S, S, 3)
-            "state": torch.from_numpy(self.episodes[e].states[t]),  # float32 (8,)
+        ep = self.episodes[e]
+        item = {
+            "image": torch.from_numpy(ep.frames[t]),  # uint8 (S, S, 3)
+            "state": torch.from_numpy(ep.states[t]),  # float32 (8,)
             "input_ids": input_ids,  # (L,)
             "labels": labels,  # (L,)
         }
+        if self.model.config.wrist_size:
+            item["wrist"] = torch.from_numpy(ep.wrist[t])  # uint8 (W, W, 3)
+        return item
 
 
 def training_texts(episodes: list[Episode]) -> list[str]:
@@ -250,6 +276,8 @@ class TrainVLA:
     """Pretrained backbones: same architecture, random weights, everything trained (RT-2's from-scratch ablation)."""
     state: bool = True
     """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
+    wrist_size: int = 0
+    """Also read the data's wrist (palm) camera (recorded with `playworld record tabletop --wrist-size`), resized to N x N px, as more image tokens (tiny: multiple of the token size, e.g. 64 -> 4 x 4 tokens with --tiny-vision efficientnet); 0 = the fixed camera only (RT-2), or the --init checkpoint's."""
     state_fourier: int = -1
     """Fourier frequency bands per state value fed to the state MLP (0 = the raw value, to which a small MLP barely reacts at the centimetre scale; docs/vla.md); -1 = 6 for a new model, or the --init checkpoint's."""
     resume: bool = False
@@ -289,6 +317,8 @@ class TrainVLA:
             raise PlayworldError("--episodes must be >= 0 and --val-fraction in [0, 1).")
         if self.threads < 0:
             raise PlayworldError(f"--threads must be >= 0, got {self.threads}.")
+        if self.wrist_size < 0:
+            raise PlayworldError(f"--wrist-size must be >= 0 (0: no wrist camera), got {self.wrist_size}.")
         if self.latent_horizon < 1 or self.latent_clip_len < 2 or self.num_latent_actions == 1:
             raise PlayworldError(
                 "--latent-horizon must be >= 1, --latent-clip-len >= 2 (an action needs two frames) and "
@@ -316,13 +346,18 @@ class TrainVLA:
 
             init_config = read_model_config(self.init, VLAConfig, kind="VLA")
         size = self.image_size or (init_config.image_size if init_config else 64 if self.backbone == "tiny" else 128)
-        train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx, actions=not latent)
-        val_eps = load_episodes(self.data, size, tokenizer, val_idx, actions=not latent)[0] if val_idx else []
-        overrides: dict[str, Any] = {"image_size": size, "use_state": self.state}
+        wrist = self.wrist_size or (init_config.wrist_size if init_config else 0)
+        train_eps, tokenizer, state_stats = load_episodes(self.data, size, episodes=train_idx, actions=not latent,
+                                                          wrist_size=wrist)
+        val_eps = load_episodes(self.data, size, tokenizer, val_idx, actions=not latent,
+                                wrist_size=wrist)[0] if val_idx else []
+        overrides: dict[str, Any] = {"image_size": size, "use_state": self.state, "wrist_size": wrist}
         if self.state_fourier >= 0 or init_config is None:
             overrides["state_fourier"] = self.state_fourier if self.state_fourier >= 0 else 6
         if ds.frame_size[0] == ds.frame_size[1]:
             overrides["camera_size"] = int(ds.frame_size[0])
+        if wrist:
+            overrides["wrist_camera_size"] = int(load_lerobot(self.data, camera="wrist").frame_size[0])
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):
@@ -361,7 +396,8 @@ class TrainVLA:
         val = VLADataset(model, val_eps, self.robot_fraction, self.plan, seed=self.train.seed + 1, target=target) if val_eps else None
         trainer = Trainer(
             model, self.train, self.out, train,
-            batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"], b["state"] if self.state else None),
+            batch_fn=lambda b: (b["image"], b["input_ids"], b["labels"], b["state"] if self.state else None,
+                                b.get("wrist")),
             val_data=val, name="vla",
         )
         out = trainer.fit(resume=self.resume)

@@ -10,6 +10,7 @@ over their 256 least-used tokens (as PaLM-E did).
 Data flow (B = batch, N = image tokens, L = text tokens, D = LM width, V = vocabulary)::
 
     images (B, S, S, 3) uint8 --vision--> (B, N, C) --projector--> (B, N, D)  image prefix
+    wrist images (B, W, W, 3) --same vision, projector--> (B, Nw, D)          + wrist tokens (wrist_size)
     robot state (B, 8) --normalise, MLP--> (B, 1, D)                           + state token (use_state)
     prompt + answer ids (B, L) --embed (action rows: action_embed)--> (B, L, D)
     [image prefix | text] (B, N + L, D) --causal LM--> hidden (B, N + L, D)
@@ -130,6 +131,14 @@ class VLAConfig(ModelConfig):
     """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
+    wrist_size: int = 0
+    """Also read the wrist (palm) camera's image, ``wrist_size`` x ``wrist_size`` px, as ``Nw``
+    more prefix tokens after the fixed camera's (same vision encoder and projector, their own
+    position embeddings; tiny: (wrist_size / tiny_patch)^2 tokens, HF: image_grid^2). 0 = the
+    fixed camera only (RT-2). The data must have been recorded with ``--wrist-size``."""
+    wrist_camera_size: int = 0
+    """Side of the wrist camera's images in the training data (0 = unknown: ``wrist_size``);
+    closed-loop evaluation renders the wrist camera at this size, as ``camera_size``."""
     camera_size: int = 0
     """Side of the camera images the training data was recorded at (0 = unknown). Closed-loop
     evaluation renders at this size, so the policy sees images made as in training (a scene
@@ -177,6 +186,17 @@ class VLAConfig(ModelConfig):
                 f"tiny backbone: image_size must be a multiple of {self.tiny_patch} (tiny_patch) and >= "
                 f"{2 * self.tiny_patch}, got {self.image_size}."
             )
+        if self.wrist_size and self.backbone == "tiny" and (
+            self.wrist_size % self.tiny_patch or self.wrist_size < 2 * self.tiny_patch
+        ):
+            raise PlayworldError(
+                f"tiny backbone: wrist_size must be 0 or a multiple of {self.tiny_patch} (tiny_patch) and >= "
+                f"{2 * self.tiny_patch}, got {self.wrist_size}."
+            )
+        if self.wrist_size and self.backbone != "tiny" and self.wrist_size < 32:
+            raise PlayworldError(f"EfficientNet needs wrist_size >= 32 (or 0: no wrist camera), got {self.wrist_size}.")
+        if self.wrist_size < 0:
+            raise PlayworldError(f"wrist_size must be >= 0 (0 = no wrist camera), got {self.wrist_size}.")
         if self.backbone != "tiny" and self.image_size < 32:
             raise PlayworldError(f"EfficientNet needs image_size >= 32, got {self.image_size}.")
         if self.image_grid < 1:
@@ -274,6 +294,10 @@ class VLA(PretrainedModel):
         self.projector = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))
         self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
         self.num_prefix_tokens = self.num_image_tokens
+        if config.wrist_size:
+            n_wrist = (config.wrist_size // config.tiny_patch) ** 2 if self.kind == "tiny" else self.num_image_tokens
+            self.wrist_pos = nn.Parameter(torch.zeros(n_wrist, d))  # (Nw, D)
+            self.num_prefix_tokens += n_wrist
         if config.use_state:
             s = len(config.state_q01) * (1 + 2 * config.state_fourier)
             self.state_proj = nn.Sequential(nn.Linear(s, d), nn.GELU(), nn.Linear(d, d))
@@ -340,19 +364,28 @@ class VLA(PretrainedModel):
 
     # -- the parts, in data-flow order -----------------------------------------------------------
 
-    def encode_images(self, images: Tensor) -> Tensor:
-        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> image prefix (B, N, D)."""
+    def encode_images(self, images: Tensor, wrist: bool = False) -> Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> image prefix (B, N, D)
+        (``wrist``: the wrist camera's images -> (B, Nw, D))."""
         x = images.permute(0, 3, 1, 2).float().div(255.0) if images.dtype == torch.uint8 else images.float()
-        s = self.config.image_size
+        s = self.config.wrist_size if wrist else self.config.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        dtype = self.image_pos.dtype
-        feats = self.vision(x.to(dtype))  # (B, N, C)
-        return self.projector(feats) + self.image_pos  # (B, N, D)
+        pos = self.wrist_pos if wrist else self.image_pos
+        feats = self.vision(x.to(pos.dtype))  # (B, N, C)
+        return self.projector(feats) + pos  # (B, N, D)
 
-    def encode_prefix(self, images: Tensor, state: Tensor | None = None) -> Tensor:
-        """Images (and the robot state) -> the prefix (B, N (+1), D) the text follows."""
+    def encode_prefix(self, images: Tensor, state: Tensor | None = None, wrist: Tensor | None = None) -> Tensor:
+        """Images (and the wrist camera's, and the robot state) -> the prefix (B, N (+Nw) (+1), D)
+        the text follows."""
         prefix = self.encode_images(images)  # (B, N, D)
+        if self.config.wrist_size:
+            if wrist is None:
+                raise PlayworldError(
+                    "this VLA reads the wrist camera too: pass its image (the Tabletop observation's "
+                    f"'wrist_image'; make the env with wrist_size={self.config.wrist_size})."
+                )
+            prefix = torch.cat([prefix, self.encode_images(wrist, wrist=True)], dim=1)  # (B, N + Nw, D)
         if not self.config.use_state:
             return prefix
         if state is None:
@@ -406,19 +439,22 @@ class VLA(PretrainedModel):
             raise PlayworldError("this VLA has no latent-action tokens; it was not trained with --latent-lam.")
         return hidden @ self.latent_embed.T.to(hidden.dtype)
 
-    def forward(self, images: Tensor, input_ids: Tensor, state: Tensor | None = None) -> Tensor:
+    def forward(
+        self, images: Tensor, input_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None
+    ) -> Tensor:
         """Hidden state before each text token: (B, L, D) (position p predicts text token p)."""
-        img = self.encode_prefix(images, state)  # (B, N, D)
+        img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(input_ids)  # (B, L, D)
         hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
         n = img.shape[1]
         return hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
 
     def training_step(
-        self, images: Tensor, input_ids: Tensor, labels: Tensor, state: Tensor | None = None
+        self, images: Tensor, input_ids: Tensor, labels: Tensor, state: Tensor | None = None,
+        wrist: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Next-token cross-entropy on answer/action tokens only (``labels != IGNORE``)."""
-        hidden = self(images, input_ids, state)  # (B, L, D)
+        hidden = self(images, input_ids, state, wrist)  # (B, L, D)
         sel = labels != IGNORE  # (B, L)
         target = labels[sel]  # (M,)
         logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
@@ -452,9 +488,11 @@ class VLA(PretrainedModel):
 
     # -- inference: a prefix, then one token at a time (KV cache) ---------------------------------
 
-    def prefill(self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Any]:
+    def prefill(
+        self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None
+    ) -> tuple[Tensor, Any]:
         """Run image prefix + prompt once: (last hidden state (B, D), KV cache)."""
-        img = self.encode_prefix(images, state)  # (B, N, D)
+        img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
         hidden, cache = self.lm(torch.cat([img, txt], dim=1), self.lm.new_cache())  # (B, N + L, D)
         return hidden[:, -1], cache

@@ -149,19 +149,34 @@ class VLAPolicy:
         image = observation.get("image") if isinstance(observation, dict) else observation
         if image is None:
             raise PlayworldError("the observation has no 'image'; pass the env's observation dict or an (H, W, 3) image.")
+        return self._image_tensor(image, self.model.config.image_size, "image", "(128, 128, 3)")
+
+    def prepare_wrist(self, observation) -> torch.Tensor | None:
+        """The wrist camera's image (1, W, W, 3) when the model reads it (``wrist_size``), else None."""
+        w = self.model.config.wrist_size
+        if not w:
+            return None
+        image = observation.get("wrist_image") if isinstance(observation, dict) else None
+        if image is None:
+            raise PlayworldError(
+                "this VLA reads the wrist camera too: pass the env's observation dict with 'wrist_image' "
+                f"(make the Tabletop with wrist_size={w})."
+            )
+        return self._image_tensor(image, w, "wrist_image", f"({w}, {w}, 3)")
+
+    def _image_tensor(self, image, s: int, what: str, env_shape: str) -> torch.Tensor:
         arr = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
-        s = self.model.config.image_size
         if arr.ndim != 3 or arr.shape[-1] != 3 or min(arr.shape[:2]) < 16:
             raise PlayworldError(
-                f"the observation image must be RGB shaped (H, W, 3) with H, W >= 16 (the model sees "
-                f"({s}, {s}, 3) after resizing; the tabletop gives (128, 128, 3)); got shape {arr.shape}."
+                f"the observation {what} must be RGB shaped (H, W, 3) with H, W >= 16 (the model sees "
+                f"({s}, {s}, 3) after resizing; the tabletop gives {env_shape}); got shape {arr.shape}."
             )
         if arr.dtype != np.uint8:
             if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
-                raise PlayworldError(f"the observation image must be uint8 or float in [0, 1], got {arr.dtype}.")
+                raise PlayworldError(f"the observation {what} must be uint8 or float in [0, 1], got {arr.dtype}.")
             arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if arr.shape[:2] != (s, s) and not self._warned_resize:
-            log.info("observation images are %dx%d; the model resizes them to %dx%d", arr.shape[0], arr.shape[1], s, s)
+            log.info("observation %s is %dx%d; the model resizes it to %dx%d", what, arr.shape[0], arr.shape[1], s, s)
             self._warned_resize = True
         return torch.from_numpy(np.ascontiguousarray(arr))[None].to(self.device)
 
@@ -219,10 +234,10 @@ class VLAPolicy:
         if instruction is None:
             raise PlayworldError("no instruction: pass one, or an observation dict with 'instruction'.")
         prompt = self.prompt_ids(robot_prompt(self.check_instruction(instruction)))
-        image, state = self.prepare_image(observation), self.prepare_state(observation)
+        image, state, wrist = self.prepare_image(observation), self.prepare_state(observation), self.prepare_wrist(observation)
         start = time.perf_counter()
         try:
-            hidden, cache = self.model.prefill(image, prompt, state)  # (1, D), KV cache of image + prompt
+            hidden, cache = self.model.prefill(image, prompt, state, wrist)  # (1, D), KV cache of image(s) + prompt
             if self.model.config.plan:
                 self.last_plan, bins, _ = decode_plan_and_actions(
                     self.model, hidden, cache, self.temperature, self.generator
@@ -250,8 +265,8 @@ class VLAPolicy:
         """Answer a question about the image in words (full vocabulary, greedy)."""
         if not isinstance(question, str) or not question.strip():
             raise PlayworldError("the question is empty.")
-        image, state = self.prepare_image(observation), self.prepare_state(observation)
-        hidden, cache = self.model.prefill(image, self.prompt_ids(vqa_prompt(question)), state)
+        image, state, wrist = self.prepare_image(observation), self.prepare_state(observation), self.prepare_wrist(observation)
+        hidden, cache = self.model.prefill(image, self.prompt_ids(vqa_prompt(question)), state, wrist)
         n = max_new_tokens or self.model.config.max_answer_tokens
         try:
             ids, _, _, _ = generate_text(self.model, hidden, cache, n)

@@ -7,6 +7,8 @@ Observation (a dict):
                    the gripper pointing straight down), gripper opening (m, 0..0.08), last
                    gripper command (0 open .. 1 closed)
 - ``instruction``  the task in words, e.g. "put the red cube in the tray" (also ``info``)
+- ``wrist_image``  uint8 (W, W, 3) from a camera in the palm of the hand, looking between the
+                   fingers (only with ``wrist_size = W > 0``; see :class:`scene.WristCamera`)
 
 Action: float32 (8,) in RT-2's order (:data:`ACTION_NAMES`)::
 
@@ -80,6 +82,9 @@ class TabletopConfig:
     put_on_symbol); empty = all of the suite's."""
     image_size: int = 128
     """Side of the square RGB observation in pixels."""
+    wrist_size: int = 0
+    """Side of the square image of the wrist (palm) camera, observation ``wrist_image``; 0 = no
+    wrist camera (RT-2's setting: one fixed camera)."""
     render_images: bool = True
     """Render the camera every step; False returns black images (fast, for expert tests)."""
     control_hz: float = 10.0
@@ -102,6 +107,10 @@ class TabletopConfig:
         if not 16 <= self.image_size <= 1024 or self.image_size % 2:
             raise PlayworldError(
                 f"image_size must be an even number of pixels in [16, 1024], got {self.image_size}."
+            )
+        if self.wrist_size and (not 16 <= self.wrist_size <= 1024 or self.wrist_size % 2):
+            raise PlayworldError(
+                f"wrist_size must be 0 (no wrist camera) or an even number of pixels in [16, 1024], got {self.wrist_size}."
             )
         if self.control_hz <= 0 or self.physics_hz <= 0:
             raise PlayworldError("control_hz and physics_hz must be positive.")
@@ -158,6 +167,7 @@ class Tabletop(gym.Env):
         self.metadata = {**self.metadata, "render_fps": cfg.control_hz}
         self.suite = get_suite(cfg.suite, cfg.tasks or None)
         self.camera = scene.Camera()
+        self.wrist_camera = scene.WristCamera()
 
         s = cfg.image_size
         self.action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)
@@ -168,6 +178,9 @@ class Tabletop(gym.Env):
                 "instruction": spaces.Text(INSTRUCTION_MAX_LEN, charset=INSTRUCTION_CHARSET),
             }
         )
+        if cfg.wrist_size:
+            w = cfg.wrist_size
+            self.observation_space["wrist_image"] = spaces.Box(0, 255, (w, w, 3), dtype=np.uint8)
 
         self.pb = scene.connect()
         import pybullet
@@ -441,7 +454,13 @@ class Tabletop(gym.Env):
             image = scene.render(self.pb, self.camera, s, s)
         else:
             image = np.zeros((s, s, 3), np.uint8)
-        return {"image": image, "state": self.state(), "instruction": self.episode.instruction}
+        obs = {"image": image, "state": self.state(), "instruction": self.episode.instruction}
+        if w := self.config.wrist_size:
+            if self.config.render_images:
+                obs["wrist_image"] = scene.render_wrist(self.pb, self.wrist_camera, *self.ee_pose(), w)
+            else:
+                obs["wrist_image"] = np.zeros((w, w, 3), np.uint8)
+        return obs
 
     def _info(self, success: bool) -> dict[str, Any]:
         ep = self.episode

@@ -328,7 +328,8 @@ def run_expert_episode(
 ) -> dict[str, Any]:
     """Run the scripted expert for one episode.
 
-    Returns ``frames`` uint8 (T, H, W, 3), ``states`` float32 (T, 8), ``actions`` float32 (T, 8)
+    Returns ``frames`` uint8 (T, H, W, 3), ``wrist_frames`` uint8 (T, W, W, 3) (None without a
+    wrist camera), ``states`` float32 (T, 8), ``actions`` float32 (T, 8)
     (row t: the observation and the action taken after it; the last action has terminate = 1),
     ``instruction``, ``success`` (judged when the episode ended), ``steps`` and ``episode``
     (the :class:`EpisodeSpec` as a dict). With ``record=False`` frames/states are not kept.
@@ -351,12 +352,14 @@ def run_expert_episode(
     expert = ScriptedExpert(base)
     expert.reset()
     rng = np.random.default_rng(noise_seed)
-    frames, states, actions, executed = [], [], [], []
+    frames, wrist, states, actions, executed = [], [], [], [], []
     success = info["success"]
     while True:
         action = expert.act()
         if record:
             frames.append(obs["image"])
+            if "wrist_image" in obs:
+                wrist.append(obs["wrist_image"])
             states.append(obs["state"])
         actions.append(action)
         sent = action
@@ -370,9 +373,10 @@ def run_expert_episode(
         success = info["success"]
         if terminated or truncated:
             break
-    h = base.config.image_size
+    h, w = base.config.image_size, base.config.wrist_size
     return {
         "frames": np.stack(frames) if frames else np.zeros((0, h, h, 3), np.uint8),
+        "wrist_frames": np.stack(wrist) if wrist else (np.zeros((0, w, w, 3), np.uint8) if w else None),
         "states": np.stack(states) if states else np.zeros((0, 8), np.float32),
         "actions": np.stack(actions).astype(np.float32),
         "executed_actions": np.stack(executed).astype(np.float32),

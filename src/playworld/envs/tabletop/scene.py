@@ -381,13 +381,47 @@ class Camera:
     far: float = 3.0
 
 
+@dataclass(frozen=True)
+class WristCamera:
+    """A pinhole camera in the palm of the hand, looking out between the fingers.
+
+    It moves and turns with the gripper: the fingers stay at the image's left and right edges
+    and an object the gripper is centred above sits in the middle of the image. A fixed
+    overhead camera sees a 4 cm object as a few pixels and cannot tell the hand's height from
+    its position; this view makes "am I above it yet?" a local question (the role of the wrist
+    cameras of ALOHA, Octo and most real-robot datasets; RT-2's robots had none).
+    """
+
+    back: float = 0.09
+    """Metres from the grasp point (between the fingertips) back up the gripper's axis."""
+    fov_deg: float = 75.0
+    near: float = 0.01
+    far: float = 2.0
+
+
 def render(pb, camera: Camera, width: int, height: int) -> np.ndarray:
-    """RGB uint8 (height, width, 3) with TinyRenderer (CPU; no shadows, no segmentation).
+    """RGB uint8 (height, width, 3) of the fixed camera with TinyRenderer (CPU; no shadows).
 
     Pixels where nothing was drawn show the table top (see :func:`add_table`).
     """
     view = pb.computeViewMatrix(camera.eye, camera.target, camera.up)
     proj = pb.computeProjectionMatrixFOV(camera.fov_deg, width / height, camera.near, camera.far)
+    return _draw(pb, view, proj, width, height)
+
+
+def render_wrist(pb, camera: WristCamera, grasp_pos, grasp_orn, size: int) -> np.ndarray:
+    """RGB uint8 (size, size, 3) of the palm camera of a gripper whose grasp point is at
+    ``grasp_pos`` with orientation ``grasp_orn`` (quaternion x, y, z, w; its z axis runs along
+    the fingers, its x axis from finger to finger)."""
+    rot = np.array(pb.getMatrixFromQuaternion(list(grasp_orn)), dtype=np.float64).reshape(3, 3)
+    along, across = rot[:, 2], rot[:, 0]
+    eye = np.asarray(grasp_pos, dtype=np.float64) - camera.back * along
+    view = pb.computeViewMatrix(eye.tolist(), (eye + along).tolist(), across.tolist())
+    proj = pb.computeProjectionMatrixFOV(camera.fov_deg, 1.0, camera.near, camera.far)
+    return _draw(pb, view, proj, size, size)
+
+
+def _draw(pb, view, proj, width: int, height: int) -> np.ndarray:
     _, _, rgba, depth, _ = pb.getCameraImage(
         width,
         height,
