@@ -52,6 +52,10 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     closest = seen["closest_approach_cm"]
     assert len(closest["per_episode"]) == 1 and 0 <= closest["median"] < 100  # cm, on a 1 m table
     assert closest["median"] == pytest.approx(closest["per_episode"][0], abs=0.05)
+    assert sum(seen["outcomes"].values()) == 1 and set(seen["outcomes"]) <= {
+        "success", "never closed the gripper", "closed on no object", "closed on the named object",
+        "closed on another object",
+    }
     assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
     assert "success" in capsys.readouterr().out
     # --tasks keeps only those families and skips suites that have none of them (symbols)
@@ -70,3 +74,32 @@ def test_bad_arguments_are_one_line_errors(demos, tmp_path, capsys):
     assert "robot-fraction" in capsys.readouterr().err
     assert main(["eval", "vla", "--policy", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_failure_outcomes_say_which_object_the_gripper_closed_on():
+    import numpy as np
+
+    from playworld.envs.tabletop import Tabletop
+    from playworld.eval.vla_eval import _grasp_outcome
+
+    spec = {
+        "suite": "seen", "family": "pick", "instruction": "pick up the red cube",
+        "objects": [{"shape": "cube", "color": "red", "xy": [0.5, 0.1], "yaw": 0.0},
+                    {"shape": "can", "color": "blue", "xy": [0.5, -0.15], "yaw": 0.0}],
+        "goal": {"kind": "lift", "target": 0, "reference": None, "region": None},
+        "tray": None, "markers": [], "seed": 3,
+    }
+    env = Tabletop(image_size=32, render_images=False)
+    try:
+        env.reset(options={"episode": spec})
+        seen = []
+        for xy in ((0.5, 0.1), (0.5, -0.15), (0.35, -0.02)):  # the named cube, the other object, nothing
+            for _ in range(12):
+                ee, _ = env.ee_pose()
+                a = np.zeros(8, np.float32)
+                a[1:4] = np.clip(np.array([*xy, 0.15]) - ee, -0.05, 0.05)
+                env.step(a)
+            seen.append(_grasp_outcome(env, env.episode))
+        assert seen == ["closed on the named object", "closed on another object", "closed on no object"]
+    finally:
+        env.close()

@@ -91,6 +91,21 @@ def _reach_error(env, spec) -> float:
     return float(np.linalg.norm(ee[:2] - obj[:2]))
 
 
+#: A gripper closed within this horizontal distance (m) of an object's centre is "on" that object.
+GRASP_RADIUS = 0.03
+
+
+def _grasp_outcome(env, spec) -> str:
+    """Where the first gripper close of a failed episode happened: on the named object, on
+    another one (a grounding error), or on none (an approach error)."""
+    ee, _ = env.ee_pose()
+    d = [float(np.linalg.norm(ee[:2] - env.object_pose(i)[0][:2])) for i in range(len(spec.objects))]
+    j = int(np.argmin(d))
+    if d[j] > GRASP_RADIUS:
+        return "closed on no object"
+    return "closed on the named object" if j == spec.goal.target else "closed on another object"
+
+
 def evaluate_suite(
     policy,
     suite: str,
@@ -113,7 +128,7 @@ def evaluate_suite(
     env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks), wrist_size=wrist_size)
     specs = get_suite(suite, tasks or None).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
-    successes, steps, per_task, gif, closest = 0, [], {}, [], []
+    successes, steps, per_task, gif, closest, outcomes = 0, [], {}, [], [], {}
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
     fallbacks0 = policy.num_fallbacks
@@ -131,9 +146,11 @@ def evaluate_suite(
                 vqa_kinds[qa.kind] = (r + ok, n + 1)
             policy.reset(seed=k)  # the same sampled actions on every run
             t = 0
-            near = _reach_error(env, spec)
+            near, first_grasp = _reach_error(env, spec), None
             while True:
                 action = policy.select_action(obs, spec.instruction)
+                if first_grasp is None and action[-1] > 0.5:
+                    first_grasp = _grasp_outcome(env, spec)
                 if k < gif_episodes:
                     text = f"{policy.last_action_text}" + (f" | {policy.last_plan}" if policy.last_plan else "")
                     gif.append(overlay(camera_view(obs), spec.instruction, text))
@@ -148,6 +165,8 @@ def evaluate_suite(
             successes += bool(info["success"])
             steps.append(t)
             closest.append(near)
+            outcome = "success" if info["success"] else (first_grasp or "never closed the gripper")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
             s, n = per_task.get(spec.family, (0, 0))
             per_task[spec.family] = (s + bool(info["success"]), n + 1)
             log.info("%s %d/%d: %s -> %s in %d steps", suite, k + 1, episodes, spec.instruction,
@@ -166,6 +185,7 @@ def evaluate_suite(
             "median": float(np.median(closest)) * 100,
             "per_episode": [round(c * 100, 1) for c in closest],
         },
+        "outcomes": dict(sorted(outcomes.items())),  # what each episode's first gripper close was on (failures)
         "control_hz": policy.control_hz,
         "policy_ms_per_step": 1000.0 * float(np.mean(policy.step_seconds)) if policy.step_seconds else None,
         "no_op_fallbacks": policy.num_fallbacks - fallbacks0,
@@ -269,6 +289,9 @@ class EvalVLA:
                 f"[95% CI {100 * lo:.0f}-{100 * hi:.0f}%]  control {metrics['control_hz']:.1f} Hz  "
                 f"VQA {'-' if vqa is None else f'{100 * vqa:.0f}%'}  "
                 f"closest approach {metrics['closest_approach_cm']['median']:.1f} cm (median)"
+            )
+            print(
+                "    failures: " + (", ".join(f"{n} {k}" for k, n in metrics["outcomes"].items() if k != "success") or "none")
             )
         report["seconds"] = time.perf_counter() - start
         atomic_write_json(out / "vla_eval.json", report)
