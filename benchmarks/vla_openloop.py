@@ -66,7 +66,7 @@ def main() -> None:
             prompt = torch.tensor([m.encode_text(robot_prompt(ep.instruction))]).expand(T, -1)
             L = prompt.shape[1]
             target = torch.tensor(np.asarray([m.action_target_ids(b) for b in ep.bins]))
-            hidden = m(images, torch.cat([prompt, target], 1), state, wrist)  # (T, L + d, D)
+            hidden = m(images, torch.cat([prompt, target], 1), state, wrist, torch.full((T,), L))  # (T, L + d, D)
             logits = m.action_logits(hidden[:, L : L + d]).float()  # (T, d, 256): teacher-forced
             forced += (logits.argmax(-1).numpy() == ep.bins).sum(0)
             probs = torch.softmax(logits, -1).numpy()

@@ -189,6 +189,43 @@ def test_kv_cache_matches_a_full_forward(model):
             torch.testing.assert_close(hidden, full[:, prompt.shape[1] + j + 1], atol=1e-4, rtol=1e-4)
 
 
+def test_prefix_lm_lets_the_image_see_the_instruction_and_keeps_the_answer_causal():
+    causal, prefix = _model(), _model(prefix_lm=True)
+    img, state = _image(), _state(1)
+    a, b = _prompt(prefix, "pick up the red cube"), _prompt(prefix, "pick up the blue can")
+
+    def image_hidden(m, prompt):  # the LM's output at the image positions
+        x = torch.cat([m.encode_prefix(img, state), m.embed_text(prompt)], 1)
+        lens = torch.tensor([x.shape[1]]) if m.config.prefix_lm else None
+        h, _ = m.lm(x, prefix=lens)
+        return h[:, : m.num_image_tokens]
+
+    with torch.no_grad():
+        assert torch.equal(image_hidden(causal, a), image_hidden(causal, b))  # causal: the image never sees the words
+        assert not torch.allclose(image_hidden(prefix, a), image_hidden(prefix, b))
+        # the answer stays causal: a later answer token changes nothing before it
+        tail = torch.tensor([prefix.config.action_token_ids[:3]])
+        other = torch.tensor([prefix.config.action_token_ids[:2] + prefix.config.action_token_ids[9:10]])
+        n = torch.tensor([a.shape[1]])
+        h1 = prefix(img, torch.cat([a, tail], 1), state, prompt_len=n)
+        h2 = prefix(img, torch.cat([a, other], 1), state, prompt_len=n)
+        torch.testing.assert_close(h1[:, : a.shape[1] + 3], h2[:, : a.shape[1] + 3])
+        # KV-cached decoding (prefill = the whole prefix, then one token at a time) matches
+        hidden, cache = prefix.prefill(img, a, state)
+        torch.testing.assert_close(hidden, h1[:, a.shape[1]], atol=1e-4, rtol=1e-4)
+        for j in range(2):
+            hidden, cache = prefix.extend(tail[:, j : j + 1], cache)
+            torch.testing.assert_close(hidden, h1[:, a.shape[1] + j + 1], atol=1e-4, rtol=1e-4)
+    # training reads each row's prompt length from its labels
+    ids, labels = prefix.make_example(robot_prompt("pick up the red cube"), prefix.action_target_ids(range(8)))
+    loss, _ = prefix.training_step(img, ids[None], labels[None], state)
+    assert torch.isfinite(loss)
+    with pytest.raises(PlayworldError, match="prompt_len"):
+        prefix(img, ids[None], state)
+    with pytest.raises(PlayworldError, match="tiny backbone"):
+        VLAConfig(backbone="pretrained", prefix_lm=True)
+
+
 # -- save / load ---------------------------------------------------------------------------------
 
 

@@ -248,12 +248,16 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int) -> Tensor:
+    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int, prefix: Tensor | None = None) -> Tensor:
         q, k, v = rearrange(self.qkv(x), "b t (n h d) -> n b h t d", n=3, h=self.heads)  # (B, H, T, hd) each
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, past + T, hd)
         t = q.shape[2]
-        if past == 0:
+        if past == 0 and prefix is not None:  # prefix LM: the first prefix[b] positions see each other both ways
+            i = torch.arange(t, device=x.device)
+            allowed = (i[None, :] <= i[:, None]) | (i[None, None, :] < prefix[:, None, None])  # (B, T, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif t == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything before it
@@ -272,8 +276,8 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int) -> Tensor:
-        x = x + self.attn(self.ln1(x), layer, cache, past)
+    def forward(self, x: Tensor, layer: int, cache: KVCache | None, past: int, prefix: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), layer, cache, past, prefix)
         return x + self.mlp(self.ln2(x))
 
 
@@ -302,14 +306,20 @@ class TinyLM(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.depth)
 
-    def forward(self, embeds: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache | None]:
+    def forward(
+        self, embeds: Tensor, cache: KVCache | None = None, prefix: Tensor | None = None
+    ) -> tuple[Tensor, KVCache | None]:
+        """``prefix`` (B,) int: a prefix LM, positions < prefix[b] attend to each other both ways
+        (only for a first call, ``cache`` empty); None = causal throughout."""
         past = cache.get_seq_length() if cache is not None else 0
+        if prefix is not None and past:
+            raise PlayworldError("a bidirectional prefix must be given with the first tokens, not after a cache.")
         t = embeds.shape[1]
         if past + t > self.max_len:
             raise PlayworldError(f"sequence of {past + t} tokens is longer than the model's max_len {self.max_len}.")
         x = embeds + self.pos_embed[past : past + t]  # (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, i, cache, past)
+            x = block(x, i, cache, past, prefix)
         return self.ln_f(x), cache
 
 

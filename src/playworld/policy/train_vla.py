@@ -276,6 +276,8 @@ class TrainVLA:
     """Pretrained backbones: same architecture, random weights, everything trained (RT-2's from-scratch ablation)."""
     state: bool = True
     """Also give the model the robot's proprioceptive state (one prefix token); --no-state = image-only RT-2."""
+    prefix_lm: bool = False
+    """tiny backbone: image, state and prompt tokens attend to each other both ways, so the image features can depend on the instruction (a prefix LM, as RT-2's PaLI-X encoder reads image and text together); default: a causal decoder, or the --init checkpoint's."""
     wrist_size: int = 0
     """Also read the data's wrist (palm) camera (recorded with `playworld record tabletop --wrist-size`), resized to N x N px, as more image tokens (tiny: multiple of the token size, e.g. 64 -> 4 x 4 tokens with --tiny-vision efficientnet); 0 = the fixed camera only (RT-2), or the --init checkpoint's."""
     state_fourier: int = -1
@@ -309,6 +311,8 @@ class TrainVLA:
             raise PlayworldError(f"--state-fourier must be in [0, 12] (-1: the default), got {self.state_fourier}.")
         if self.tiny_vision not in ("", "conv", "efficientnet"):
             raise PlayworldError(f"--tiny-vision must be conv or efficientnet, got {self.tiny_vision!r}.")
+        if self.prefix_lm and self.backbone != "tiny":
+            raise PlayworldError(f"--prefix-lm is for the tiny backbone; --backbone {self.backbone} keeps its LM's causal attention.")
         if self.tiny_vision and self.backbone != "tiny":
             raise PlayworldError(f"--tiny-vision is for the tiny backbone; --backbone {self.backbone} always uses EfficientNet-lite0.")
         if not 0 < self.robot_fraction <= 1:
@@ -358,6 +362,8 @@ class TrainVLA:
             overrides["camera_size"] = int(ds.frame_size[0])
         if wrist:
             overrides["wrist_camera_size"] = int(load_lerobot(self.data, camera="wrist").frame_size[0])
+        if self.prefix_lm or self.init is None:
+            overrides["prefix_lm"] = self.prefix_lm
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):

@@ -131,6 +131,11 @@ class VLAConfig(ModelConfig):
     """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
+    prefix_lm: bool = False
+    """tiny: the image, wrist, state and prompt tokens attend to each other both ways, only the
+    answer is causal (a prefix LM: PaLI-X, RT-2's backbone, reads image and text together in its
+    encoder; PaliGemma uses the same mask). False: a plain causal decoder, where the image tokens
+    come first and can never see the instruction."""
     wrist_size: int = 0
     """Also read the wrist (palm) camera's image, ``wrist_size`` x ``wrist_size`` px, as ``Nw``
     more prefix tokens after the fixed camera's (same vision encoder and projector, their own
@@ -195,6 +200,8 @@ class VLAConfig(ModelConfig):
             )
         if self.wrist_size and self.backbone != "tiny" and self.wrist_size < 32:
             raise PlayworldError(f"EfficientNet needs wrist_size >= 32 (or 0: no wrist camera), got {self.wrist_size}.")
+        if self.prefix_lm and self.backbone != "tiny":
+            raise PlayworldError("prefix_lm is for the tiny backbone; the Hugging Face LMs keep their causal attention.")
         if self.wrist_size < 0:
             raise PlayworldError(f"wrist_size must be >= 0 (0 = no wrist camera), got {self.wrist_size}.")
         if self.backbone != "tiny" and self.image_size < 32:
@@ -440,12 +447,21 @@ class VLA(PretrainedModel):
         return hidden @ self.latent_embed.T.to(hidden.dtype)
 
     def forward(
-        self, images: Tensor, input_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None
+        self, images: Tensor, input_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None,
+        prompt_len: Tensor | None = None,
     ) -> Tensor:
-        """Hidden state before each text token: (B, L, D) (position p predicts text token p)."""
+        """Hidden state before each text token: (B, L, D) (position p predicts text token p).
+
+        ``prompt_len`` (B,): tokens of each row's prompt, before its answer; needed with
+        ``prefix_lm`` (the image and the prompt then attend both ways)."""
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(input_ids)  # (B, L, D)
-        hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
+        if self.config.prefix_lm:
+            if prompt_len is None:
+                raise PlayworldError("a prefix-LM VLA needs each example's prompt length (prompt_len).")
+            hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1), prefix=img.shape[1] + prompt_len)
+        else:
+            hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
         n = img.shape[1]
         return hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
 
@@ -454,8 +470,9 @@ class VLA(PretrainedModel):
         wrist: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Next-token cross-entropy on answer/action tokens only (``labels != IGNORE``)."""
-        hidden = self(images, input_ids, state, wrist)  # (B, L, D)
         sel = labels != IGNORE  # (B, L)
+        prompt_len = sel.float().argmax(1) if self.config.prefix_lm else None  # (B,): first answer token
+        hidden = self(images, input_ids, state, wrist, prompt_len)  # (B, L, D)
         target = labels[sel]  # (M,)
         logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
         loss = F.cross_entropy(logits, target)
@@ -494,7 +511,12 @@ class VLA(PretrainedModel):
         """Run image prefix + prompt once: (last hidden state (B, D), KV cache)."""
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
-        hidden, cache = self.lm(torch.cat([img, txt], dim=1), self.lm.new_cache())  # (B, N + L, D)
+        x = torch.cat([img, txt], dim=1)  # (B, N + L, D)
+        if self.config.prefix_lm:  # all of it is prefix: image(s), state and prompt see each other
+            prefix = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+            hidden, cache = self.lm(x, self.lm.new_cache(), prefix=prefix)
+        else:
+            hidden, cache = self.lm(x, self.lm.new_cache())
         return hidden[:, -1], cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
