@@ -14,6 +14,15 @@ actions (K = all: every expert transition). Score = mean return in the real game
 the scripted expert and the random policy are played on the same starts. Genie's target: with
 K = 200 the latent policy matches the oracle trained on all labels.
 
+``--adapt finetune`` grounds the latent policy as LAPA does instead of with a map: for each K its
+trunk gets a fresh real-action head and the whole net is fine-tuned on the same K labelled
+transitions the oracle clones (``--finetune-steps`` at ``--finetune-lr``; default: the oracle's
+own budget, ``--policy-steps`` at the policies' learning rate, so the two differ only in where
+they start); the table then also gives the open-loop accuracy of both policies on the
+held-out expert episodes (val split).
+``--sticky P`` plays every policy and baseline with sticky actions (Breakout is otherwise
+deterministic, so more ``--episodes`` would replay the same game).
+
 Writes ``<out>/latent_bc.json``, ``<out>/latent_bc.md`` (the table) and ``<out>/latent_bc.png``
 (score vs K). Everything is cached in ``<out>``, so an interrupted sweep continues.
 """
@@ -71,6 +80,17 @@ def main(argv: list[str] | None = None) -> dict:
                     "(Breakout) a visible move mixes two actions and the previous one separates them. Its K labels "
                     "are K/2 labelled pairs (t-1, t), so it uses no more real actions than the oracle; at play the "
                     "policy uses its own previous action")
+    ap.add_argument("--adapt", choices=["map", "finetune"], default="map",
+                    help="how the K labels ground the latent policy: map = Genie's latent -> real map (majority vote); "
+                    "finetune = LAPA: a fresh real-action head on the latent policy's trunk, the whole net fine-tuned "
+                    "on the K labelled transitions (the oracle's labelled set)")
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="--adapt finetune: optimiser steps on the K labels (default: --policy-steps, the oracle's budget)")
+    ap.add_argument("--finetune-lr", type=float, default=None,
+                    help="--adapt finetune: peak learning rate (default: the policies' 3e-3; same batch and schedule)")
+    ap.add_argument("--sticky", type=float, default=0.0,
+                    help="sticky-action probability per step for every evaluation (0: deterministic games; "
+                    "ALE v5 uses 0.25); makes each of --episodes a different game")
     ap.add_argument("--ks", nargs="+", default=["10", "50", "200", "1000", "all"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--policy-preset", default="tiny")
@@ -100,14 +120,18 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(args) -> dict:
     from playworld.data.format import load_dataset
+    from playworld.errors import PlayworldError
     from playworld.eval.latent_policy_eval import evaluate_agents, evaluate_policy, mean_ci95, normalized
     from playworld.eval.metrics import latent_map_accuracy, normalized_mutual_info
     from playworld.eval.vla_eval import machine_info
     from playworld.policy.experts import record_atari_expert
     from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
     from playworld.policy.train_latent import (
+        action_accuracy,
         choose_latent_delay,
         delayed_latents,
+        finetune_policy,
+        finetune_train_config,
         fit_action_map,
         fit_prev_action_map,
         imitation_split,
@@ -145,6 +169,9 @@ def run(args) -> dict:
     # 2. the latent action model, trained on all the video without actions
     t0 = time.perf_counter()
     lam_dir = args.lam or out / "lam"
+    if args.adapt == "finetune" and args.map_prev_action:
+        raise PlayworldError("--map-prev-action fits a map; --adapt finetune uses none. Pass one of them.")
+    ft_budget = finetune_train_config(policy_train_config(args, 0), args.finetune_steps, args.finetune_lr)  # fails early
     if args.oracle_only:
         return run_oracles(args, data, style)
     if args.lam is None and not (lam_dir / "model.safetensors").exists():
@@ -211,7 +238,7 @@ def run(args) -> dict:
         if key not in scores:
             t0 = time.perf_counter()
             scores[key] = evaluate_policy(make_policy(), args.game, args.episodes, seed=1000,
-                                          max_steps=args.max_steps)
+                                          max_steps=args.max_steps, sticky=args.sticky)
             timed("eval_s", t0)
             atomic_write_json(scores_path, scores)
             print(key, scores[key]["mean_return"], flush=True)
@@ -222,11 +249,20 @@ def run(args) -> dict:
         if who not in scores:
             t0 = time.perf_counter()
             scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps,
-                                          style=style)
+                                          style=style, sticky=args.sticky)
             timed("eval_s", t0)
             atomic_write_json(scores_path, scores)
 
+    def accuracy(key: str, net: LatentPolicyNet) -> float:
+        """Open-loop accuracy on the held-out expert episodes (cached with the scores)."""
+        if key not in scores:
+            scores[key] = round(action_accuracy(net, val), 4)
+            atomic_write_json(scores_path, scores)
+        return scores[key]
+
     # 5. the sweep
+    lkey = "latent" if args.adapt == "map" else "finetune"  # score keys: a map and a fine-tune never mix
+    val_acc: dict[str, dict[str, list[float]]] = {}
     map_acc: dict[str, list[float]] = {}
     delays: dict[str, list[int]] = {}
     for seed in args.seeds:
@@ -253,13 +289,30 @@ def run(args) -> dict:
             map_acc.setdefault(str(k), []).append(acc)
             name = "latent" if d == 0 else f"latent-delay{d}"
             latent_net = trained(out / f"seed{seed}" / name, latent_cfg, train.subset(all_idx), all_z, seed)
-            score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
+            sub = train.subset(labelled)
+            if args.adapt == "finetune":  # LAPA: the latent policy's trunk, fine-tuned on the oracle's K labels
+                folder = out / f"seed{seed}" / f"{name}-finetune-K{k}"
+                if (folder / "model.safetensors").exists() and (folder / "train_summary.json").exists():
+                    ft_net = LatentPolicyNet.from_pretrained(folder)
+                else:
+                    t0 = time.perf_counter()
+                    ft_cfg = finetune_train_config(tcfg(seed), args.finetune_steps, args.finetune_lr)
+                    ft_net = finetune_policy(latent_net, sub, folder, ft_cfg, resume=(folder / "checkpoints").exists())
+                    timed("finetune_s", t0)
+                score(f"finetune/K={k}/seed={seed}", lambda net=ft_net: LatentActionPolicy(net))
+                if len(val):
+                    val_acc.setdefault(str(k), {}).setdefault("latent", []).append(
+                        accuracy(f"val_accuracy/finetune/K={k}/seed={seed}", ft_net))
+            else:
+                score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
             if args.latent_only:
                 continue
             oracle_cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", **base)
-            sub = train.subset(labelled)
             oracle = trained(out / f"seed{seed}" / f"oracle-K{k}", oracle_cfg, sub, sub.real, seed)
             score(f"oracle/K={k}/seed={seed}", lambda oracle=oracle: LatentActionPolicy(oracle))
+            if args.adapt == "finetune" and len(val):
+                val_acc.setdefault(str(k), {}).setdefault("oracle", []).append(
+                    accuracy(f"val_accuracy/oracle/K={k}/seed={seed}", oracle))
     if args.latent_only:
         return {"lam_quality": lam_quality, "scores": scores}
 
@@ -268,10 +321,12 @@ def run(args) -> dict:
     rows = []
     for k in ks:
         row: dict = {"K": k}
-        for method in ("latent", "oracle"):
-            per_seed = [scores[f"{method}/K={k}/seed={s}"]["mean_return"] for s in args.seeds]
+        for method, key in (("latent", lkey), ("oracle", "oracle")):
+            per_seed = [scores[f"{key}/K={k}/seed={s}"]["mean_return"] for s in args.seeds]
             m, lo, hi = mean_ci95(per_seed)
             row[method] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)], "per_seed": per_seed}
+            if str(k) in val_acc:
+                row[method]["val_accuracy"] = val_acc[str(k)][method]
         row["map_accuracy"] = round(float(np.mean(map_acc[str(k)])), 4)
         row["latent_delay"] = delays[str(k)]
         rows.append(row)
@@ -287,7 +342,9 @@ def run(args) -> dict:
         "lam_data": str(args.lam_data or data) if args.lam is None else None, "train_transitions": len(train), "lam": str(lam_dir),
         "lam_quality": lam_quality, "seeds": args.seeds, "episodes": args.episodes, "max_steps": args.max_steps,
         "policy_steps": args.policy_steps, "policy_preset": args.policy_preset, "num_frames": args.num_frames,
-        "rgb": args.rgb, "map_prev_action": args.map_prev_action,
+        "rgb": args.rgb, "map_prev_action": args.map_prev_action, "adapt": args.adapt, "sticky": args.sticky,
+        "finetune_steps": ft_budget.steps if args.adapt == "finetune" else None,
+        "finetune_lr": ft_budget.lr if args.adapt == "finetune" else None, "val_transitions": len(val),
         "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
         "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
         "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
@@ -313,7 +370,8 @@ def run_oracles(args, data: Path, style: str) -> dict:
     scores: dict[str, dict] = json.loads(scores_path.read_text()) if scores_path.exists() else {}
     for who in ("expert", "random"):
         if who not in scores:
-            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps, style=style)
+            scores[who] = evaluate_agents(args.game, who, args.episodes, seed=1000, max_steps=args.max_steps, style=style,
+                                          sticky=args.sticky)
             atomic_write_json(scores_path, scores)
     cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", image_size=ds.frame_size,
                                     num_actions=len(ds.action_names), num_latent=args.lam_codes,
@@ -331,7 +389,7 @@ def run_oracles(args, data: Path, style: str) -> dict:
             key = f"oracle/K={k}/seed={seed}"
             if key not in scores:
                 scores[key] = evaluate_policy(LatentActionPolicy(net), args.game, args.episodes, seed=1000,
-                                              max_steps=args.max_steps)
+                                              max_steps=args.max_steps, sticky=args.sticky)
                 atomic_write_json(scores_path, scores)
             print(key, scores[key]["mean_return"], flush=True)
     print("expert", scores["expert"]["mean_return"], "random", scores["random"]["mean_return"])
@@ -350,6 +408,8 @@ def policy_train_config(args, seed: int):
 
 
 def markdown_table(r: dict) -> str:
+    if r.get("adapt") == "finetune":
+        return finetune_table(r)
     lines = [
         f"# Latent-action BC vs oracle BC on {r['game']} ({len(r['seeds'])} seeds x {r['episodes']} episodes, "
         f"<= {r['max_steps']} steps)",
@@ -379,6 +439,44 @@ def markdown_table(r: dict) -> str:
     lines += ["", "normalised = (return - random) / (reference - random), reference = the oracle with all labels "
               "(Genie's comparison; nan when it is no better than random) or the expert; map accuracy = the fitted "
               "map's accuracy on every expert transition; delay = the step (per seed) the latent action is read at.", ""]
+    return "\n".join(lines)
+
+
+def finetune_table(r: dict) -> str:
+    """The table of an ``--adapt finetune`` sweep: returns per seed and open-loop accuracy on held-out episodes."""
+
+    def cell(m: dict) -> str:
+        per = ", ".join(f"{v:g}" for v in m["per_seed"])
+        return f"{m['mean']:+.1f} [{m['ci95'][0]:+.1f}, {m['ci95'][1]:+.1f}] ({per})"
+
+    def acc(m: dict) -> str:
+        return f"{np.mean(m['val_accuracy']):.3f}" if m.get("val_accuracy") else "-"
+
+    sticky = f", sticky actions {r['sticky']}" if r.get("sticky") else ""
+    lines = [
+        f"# LAPA-style fine-tuned latent policy vs oracle BC on {r['game']} ({len(r['seeds'])} seeds x "
+        f"{r['episodes']} episodes, <= {r['max_steps']} steps{sticky})",
+        "",
+        f"Expert {r['expert']['mean_return']:+.1f}, random {r['random']['mean_return']:+.1f}; "
+        f"{r['train_transitions']} expert transitions ({r['val_transitions']} held out); LAM: NMI(latent, real) "
+        f"{r['lam_quality']['nmi_latent_real']}. Fine-tuning: the latent policy's trunk + a fresh real-action head, "
+        f"the whole net trained {r['finetune_steps']} steps at lr {r['finetune_lr']:g} on the oracle's K labels; the "
+        f"oracle: {r['policy_steps']} steps from scratch on them.",
+        "",
+        "| K labels | fine-tuned latent policy: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. "
+        "| oracle BC: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        la, orc = row["latent"], row["oracle"]
+        lines.append(
+            f"| {row['K']} | {cell(la)} | {la['normalized_vs_oracle_all']:.2f} / {la['normalized_vs_expert']:.2f} | "
+            f"{acc(la)} | {cell(orc)} | {orc['normalized_vs_oracle_all']:.2f} / {orc['normalized_vs_expert']:.2f} | "
+            f"{acc(orc)} |"
+        )
+    lines += ["", "normalised = (return - random) / (reference - random), reference = the oracle with all labels "
+              "(nan when it is no better than random) or the expert; held-out acc. = open-loop accuracy of the greedy "
+              "action on the expert episodes of the val split (mean over seeds).", ""]
     return "\n".join(lines)
 
 

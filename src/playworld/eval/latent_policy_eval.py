@@ -42,22 +42,51 @@ def mean_ci95(values: list[float] | np.ndarray) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def sticky_actions(policy, prob: float, seed: int = 0):
+    """A batch policy whose env repeats its previous action with probability ``prob`` (0: ``policy`` itself).
+
+    Machado et al. 2018's sticky actions (ALE v5 uses 0.25 per emulator frame; here per agent step),
+    applied around the agent because the env is deterministic: Breakout ignores the no-op start, so
+    without them every episode of a deterministic policy is the same game and more episodes add
+    nothing. An episode's first step is never repeated. Seeded, so an evaluation is reproducible.
+    """
+    if not 0 <= prob < 1:
+        raise PlayworldError(f"the sticky-action probability must be in [0, 1), got {prob!r}.")
+    if prob == 0:
+        return policy
+    rng = np.random.default_rng(seed)
+    prev: np.ndarray | None = None
+
+    def sticky(frames: np.ndarray, new: np.ndarray, rams) -> np.ndarray:
+        nonlocal prev
+        actions = np.asarray(policy(frames, new, rams)).reshape(-1).copy()
+        repeat = rng.random(len(actions)) < prob  # drawn every step, so the stream does not depend on `new`
+        if prev is not None and len(prev) == len(actions):
+            keep = repeat & ~np.asarray(new, bool).reshape(-1)
+            actions[keep] = prev[keep]
+        prev = actions.copy()
+        return actions
+
+    return sticky
+
+
 def evaluate_policy(policy, game: str, episodes: int = 8, seed: int = 1000, max_steps: int = 2500,
-                    parallel: int = 8) -> dict:
-    """Play ``policy`` (a :class:`~playworld.policy.latent_policy.LatentActionPolicy`) in ``game``."""
+                    parallel: int = 8, sticky: float = 0.0) -> dict:
+    """Play ``policy`` (a :class:`~playworld.policy.latent_policy.LatentActionPolicy`) in ``game``
+    (``sticky``: see :func:`sticky_actions`)."""
     from playworld.policy.experts import play_episodes
 
     t0 = time.perf_counter()
     size = policy.config.image_size[0]
-    res = play_episodes(policy.batch_policy(), game, episodes, seed=seed, size=size, max_steps=max_steps,
-                        parallel=min(parallel, episodes))
+    res = play_episodes(sticky_actions(policy.batch_policy(), sticky, seed), game, episodes, seed=seed, size=size,
+                        max_steps=max_steps, parallel=min(parallel, episodes))
     return summarize([r["return"] for r in res], [r["steps"] for r in res], time.perf_counter() - t0)
 
 
 def evaluate_agents(game: str, who: str, episodes: int = 8, seed: int = 1000, max_steps: int = 2500,
-                    size: int = 64, parallel: int = 8, style: str | None = None) -> dict:
+                    size: int = 64, parallel: int = 8, style: str | None = None, sticky: float = 0.0) -> dict:
     """The scripted expert (``who="expert"``, variant ``style``, see ``EXPERT_STYLES``) or the random
-    policy, on the same starts."""
+    policy, on the same starts (and the same sticky actions)."""
     from playworld.policy.experts import AtariRamEnv, RandomAgent, agent_policy, make_expert, play_episodes
 
     t0 = time.perf_counter()
@@ -65,7 +94,8 @@ def evaluate_agents(game: str, who: str, episodes: int = 8, seed: int = 1000, ma
     num_actions = AtariRamEnv(game).num_actions
     agents = [make_expert(game, seed=seed + i, style=style) if who == "expert" else RandomAgent(num_actions, seed=seed + i)
               for i in range(n)]
-    res = play_episodes(agent_policy(agents), game, episodes, seed=seed, size=size, max_steps=max_steps, parallel=n)
+    res = play_episodes(sticky_actions(agent_policy(agents), sticky, seed), game, episodes, seed=seed, size=size,
+                        max_steps=max_steps, parallel=n)
     return summarize([r["return"] for r in res], [r["steps"] for r in res], time.perf_counter() - t0)
 
 
@@ -96,6 +126,8 @@ class EvalLatentPolicy:
     """Truncate each episode after this many agent steps (Pong: the expert wins 21-0 in ~2100)."""
     seed: int = 1000
     """Episode i starts from no-op seed SEED + i (recordings use seeds from 0)."""
+    sticky: float = 0.0
+    """Sticky actions: each step the env repeats its previous action with this probability (0.25 in ALE v5); Breakout is deterministic without them, so every episode is the same game."""
     baselines: bool = False
     """Also play the scripted expert and the random policy on the same starts."""
     expert_style: str = "default"
@@ -114,13 +146,13 @@ class EvalLatentPolicy:
         if game is None:
             raise PlayworldError(f"{self.policy} does not say which game it was trained on; pass --game (e.g. Pong).")
         res = {"policy": str(self.policy), "target": policy.config.target, "game": game,
-               "episodes": self.episodes, "max_steps": self.max_steps, "seed": self.seed}
-        res["policy_score"] = evaluate_policy(policy, game, self.episodes, self.seed, self.max_steps)
+               "episodes": self.episodes, "max_steps": self.max_steps, "seed": self.seed, "sticky": self.sticky}
+        res["policy_score"] = evaluate_policy(policy, game, self.episodes, self.seed, self.max_steps, sticky=self.sticky)
         line = f"{game}: policy {_fmt(res['policy_score'])}"
         if self.baselines:
             for who in ("expert", "random"):
                 res[who] = evaluate_agents(game, who, self.episodes, self.seed, self.max_steps,
-                                           size=policy.config.image_size[0], style=self.expert_style)
+                                           size=policy.config.image_size[0], style=self.expert_style, sticky=self.sticky)
                 line += f" | {who} {_fmt(res[who])}"
             res["normalized_score"] = round(normalized(res["policy_score"]["mean_return"],
                                                        res["random"]["mean_return"], res["expert"]["mean_return"]), 3)

@@ -12,6 +12,10 @@ One network serves both sides of that comparison, so they differ only in their l
   (latent -> real id, majority vote on the labelled subset, as Genie);
 - ``target="real"``: logits over the ``num_actions`` real actions (oracle behaviour cloning).
 
+LAPA's alternative to the fixed map (arXiv 2410.11758): the trained latent policy's trunk gets a
+fresh real-action output layer and the whole net is fine-tuned on the labelled transitions
+(:meth:`LatentPolicyNet.load_trunk`); the result is an ordinary ``target="real"`` policy.
+
 The network reads the last ``num_frames`` frames (greyscale by default) stacked as channels
 (two frames show what moves and which way), two convolutions at half resolution, then a
 *spatial softmax* (Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies"): each
@@ -161,6 +165,31 @@ class LatentPolicyNet(PretrainedModel):
         # The map lives in the config (JSON, readable); this buffer is its tensor for act().
         amap = config.action_map if config.action_map is not None else [0] * config.num_latent
         self.register_buffer("action_map", torch.tensor(amap, dtype=torch.long), persistent=False)
+
+    OUTPUT_LAYER: ClassVar[str] = "head.2"
+    """The last linear layer (logits): the only part that depends on ``target`` and is not transferred."""
+
+    def load_trunk(self, other: LatentPolicyNet) -> None:
+        """Copy every weight of ``other`` but its output layer into this network (LAPA's adaptation).
+
+        A latent-action policy (``target="latent"``) learnt from unlabelled video gives its trunk
+        (convolutions, keypoints, the MLP's hidden layer) to a real-action policy; the new output
+        layer keeps its fresh initialisation and both are then fine-tuned on the labelled
+        transitions (:func:`playworld.policy.train_latent.finetune_policy`).
+        """
+        a, b = self.config, other.config
+        fields = ("image_size", "num_frames", "grayscale", "channels", "keypoints", "hidden")
+        diff = [f for f in fields if getattr(a, f) != getattr(b, f)]
+        if diff:
+            raise PlayworldError(
+                "the pretrained policy's trunk does not fit this network ("
+                + ", ".join(f"{f}: {getattr(b, f)} vs {getattr(a, f)}" for f in diff)
+                + "); fine-tune with the same preset, frame count, colour mode and frame size."
+            )
+        prefix = self.OUTPUT_LAYER + "."
+        trunk = {k: v for k, v in other.state_dict().items() if not k.startswith(prefix)}
+        missing, unexpected = self.load_state_dict(trunk, strict=False)
+        assert not unexpected and all(k.startswith(prefix) for k in missing), (missing, unexpected)
 
     def preprocess(self, frames: Tensor) -> Tensor:
         """uint8 frames ``(B, F, H, W, 3)`` or ``(B, F, H, W)`` -> float ``(B, C, H, W)`` in [0, 1]."""

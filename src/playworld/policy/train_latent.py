@@ -13,6 +13,11 @@ The pipeline, top to bottom (arXiv 2402.15391, Sec. 3.3; ``docs/bridge.md``):
    pick the step the latent action is read at (``--latent-delay``): the decision at t may only
    show in transition t+1 (Pong's paddle, with its input lag and momentum).
 
+``--adapt finetune`` replaces step 4 by LAPA's adaptation (arXiv 2410.11758): the latent policy
+(``out/latent-pretrain``) gets a fresh real-action output layer and the whole net is fine-tuned
+on the K labelled transitions' real actions (``--finetune-steps`` at ``--finetune-lr``, same
+batch and schedule as its training); the policy in ``out`` then outputs real actions directly.
+
 ``--target real`` trains the *oracle* instead: the same network and budget, on the K
 transitions with their real actions (behaviour cloning), no LAM. ``benchmarks/latent_bc.py``
 compares the two over K.
@@ -24,6 +29,7 @@ loads it; the map is in the config), ``latent_policy.json`` (what was fitted and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -335,10 +341,17 @@ def train_policy(
     val: Transitions | None = None,
     val_targets: np.ndarray | None = None,
     resume: bool = False,
+    init_from: LatentPolicyNet | None = None,
 ) -> LatentPolicyNet:
-    """Behaviour cloning through the one training loop: ``config.target`` ids from the last frames."""
+    """Behaviour cloning through the one training loop: ``config.target`` ids from the last frames.
+
+    ``init_from``: start from that network's trunk (every weight but the output layer, see
+    :meth:`LatentPolicyNet.load_trunk`) instead of a random initialisation.
+    """
     seed_everything(train_cfg.seed)
     model = LatentPolicyNet(config)
+    if init_from is not None:
+        model.load_trunk(init_from)
     train_set = TransitionDataset(train, train_targets, config.num_frames)
     val_set = None
     if val is not None and val_targets is not None and len(val) >= train_cfg.batch_size:
@@ -347,6 +360,59 @@ def train_policy(
                       val_data=val_set, name=f"{config.target}-policy")
     trainer.fit(resume=resume)
     return LatentPolicyNet.from_pretrained(out)
+
+
+def finetune_train_config(base: TrainConfig, steps: int | None = None, lr: float | None = None) -> TrainConfig:
+    """The fine-tuning budget: ``base`` (batch, schedule, seed, device) with ``steps`` steps at peak ``lr``.
+
+    None keeps ``base``'s value, so by default the fine-tuning gets exactly the budget of a policy
+    trained from scratch on the same labels (the oracle): the two then differ only in their start.
+    """
+    steps = base.steps if steps is None else steps
+    lr = base.lr if lr is None else lr
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise PlayworldError(f"--finetune-steps must be an integer >= 1, got {steps!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise PlayworldError(f"--finetune-lr must be a number > 0, got {lr!r}.")
+    return dataclasses.replace(base, steps=int(steps), lr=float(lr), warmup_steps=min(base.warmup_steps, steps // 10),
+                               ckpt_every=min(base.ckpt_every, steps))
+
+
+def finetune_policy(pretrained: LatentPolicyNet, labelled: Transitions, out: Path, train_cfg: TrainConfig,
+                    val: Transitions | None = None, resume: bool = False) -> LatentPolicyNet:
+    """LAPA's adaptation: ``pretrained``'s trunk + a fresh real-action head, fine-tuned on ``labelled``.
+
+    ``pretrained`` is normally the latent-action policy (obs -> the LAM's latent action, learnt on
+    every unlabelled expert frame); the whole network is trained on the real actions of the
+    labelled transitions with ``train_cfg`` (see :func:`finetune_train_config`). Returns a
+    ``target="real"`` policy (saved in ``out``, loads with ``from_pretrained`` and acts directly).
+    """
+    if labelled.real is None or len(labelled) == 0:
+        raise PlayworldError(
+            "fine-tuning needs labelled transitions with their real actions; the labelled set is empty or has "
+            "no discrete actions (pass --labels K >= 1 and data recorded with actions)."
+        )
+    cfg = dataclasses.replace(pretrained.config, target="real", action_map=None)
+    val_real = val.real if val is not None and val.real is not None and len(val) else None
+    return train_policy(cfg, labelled, labelled.real, out, train_cfg, val if val_real is not None else None, val_real,
+                        resume=resume, init_from=pretrained)
+
+
+@torch.no_grad()
+def action_accuracy(model: LatentPolicyNet, tr: Transitions, targets: np.ndarray | None = None,
+                    batch_size: int = 256) -> float:
+    """Open-loop accuracy of ``model``'s greedy choice on ``tr`` (default targets: the real actions)."""
+    targets = tr.real if targets is None else targets
+    if targets is None or len(tr) == 0:
+        raise PlayworldError("accuracy needs transitions with targets (real actions); this set has none.")
+    data = TransitionDataset(tr, targets, model.config.num_frames)
+    model = model.eval()
+    hits = 0
+    for b in range(0, len(data), batch_size):
+        items = [data[i] for i in range(b, min(b + batch_size, len(data)))]
+        frames = torch.stack([it["frames"] for it in items])
+        hits += int((model(frames).argmax(-1) == torch.stack([it["target"] for it in items])).sum())
+    return hits / len(data)
 
 
 def _default_train() -> TrainConfig:
@@ -391,12 +457,23 @@ class TrainLatentPolicy:
     """Seed of which K transitions are labelled."""
     latent_delay: int | Literal["auto"] = "auto"
     """The decision at step t shows in the latent action of transition t+d (Pong's paddle answers an action a step later); auto: the d in 0..2 that the K labels fit best."""
+    adapt: Literal["map", "finetune"] = "map"
+    """How the K labels ground the latent policy: map = Genie's latent -> real map (majority vote per latent action); finetune = LAPA: a fresh real-action head on the latent policy's trunk (trained into OUT/latent-pretrain), the whole net fine-tuned on the K labelled transitions; OUT then holds a policy that outputs real actions."""
+    finetune_steps: int | None = None
+    """--adapt finetune: optimiser steps on the K labelled transitions (default: --steps, the budget the oracle gets; same batch size and schedule)."""
+    finetune_lr: float | None = None
+    """--adapt finetune: peak learning rate of the fine-tuning (default: --lr)."""
     train: TrainSettings = field(default_factory=_default_train)
     """Optimisation settings of the policy."""
     resume: bool = False
     """Continue an interrupted policy training in --out."""
 
     def run(self) -> Path:
+        if self.adapt not in ("map", "finetune"):
+            raise PlayworldError(f"--adapt must be 'map' or 'finetune', got {self.adapt!r}.")
+        if self.adapt == "finetune" and self.target == "real":
+            raise PlayworldError("--adapt finetune grounds a latent policy; the oracle (--target real) has nothing to adapt.")
+        ft_cfg = finetune_train_config(self.train, self.finetune_steps, self.finetune_lr) if self.adapt == "finetune" else None
         train, val = imitation_split(self.data, self.imitate)
         ds = train.dataset
         source = train if self.labelled_data is None else labelled_source(self.labelled_data, ds.frame_size)
@@ -449,8 +526,18 @@ class TrainLatentPolicy:
             summary["lam"] = str(self.lam or self.out / "lam")
             cfg = LatentPolicyConfig.preset(self.preset, target="latent", num_latent=num_latent,
                                             action_map=amap.tolist(), **base)
-            train_policy(cfg, train.subset(tr_idx), tr_latent, self.out, self.train, val.subset(va_idx), va_latent,
-                         resume=self.resume)
+            latent_out = self.out if ft_cfg is None else self.out / "latent-pretrain"
+            if ft_cfg is not None and self.resume and (latent_out / "train_summary.json").exists():
+                pre = LatentPolicyNet.from_pretrained(latent_out)  # pretraining finished before the interruption
+            else:
+                pre = train_policy(cfg, train.subset(tr_idx), tr_latent, latent_out, self.train, val.subset(va_idx),
+                                   va_latent, resume=self.resume)
+            if ft_cfg is not None:  # LAPA: the same trunk, a real-action head, fine-tuned on the K labels
+                summary.update(adapt="finetune", pretrained=str(latent_out), finetune_steps=ft_cfg.steps,
+                               finetune_lr=ft_cfg.lr)
+                net = finetune_policy(pre, lab, self.out, ft_cfg, val if source is train else None, resume=self.resume)
+                if val.real is not None and len(val):
+                    summary["finetune_accuracy_val"] = round(action_accuracy(net, val), 4)
         atomic_write_json(self.out / "latent_policy.json", summary)
         log.info("latent policy written to %s: %s", self.out, {k: v for k, v in summary.items() if k != "data"})
         print(f"policy in {self.out}; evaluate it: playworld eval latent-policy --policy {self.out}")
