@@ -202,8 +202,6 @@ class VLAConfig(ModelConfig):
             raise PlayworldError(f"EfficientNet needs wrist_size >= 32 (or 0: no wrist camera), got {self.wrist_size}.")
         if self.prefix_lm and self.backbone != "tiny":
             raise PlayworldError("prefix_lm is for the tiny backbone; the Hugging Face LMs keep their causal attention.")
-        if self.wrist_size < 0:
-            raise PlayworldError(f"wrist_size must be >= 0 (0 = no wrist camera), got {self.wrist_size}.")
         if self.backbone != "tiny" and self.image_size < 32:
             raise PlayworldError(f"EfficientNet needs image_size >= 32, got {self.image_size}.")
         if self.image_grid < 1:
