@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -422,6 +423,47 @@ def test_plan_targets(model):
     words = model.tokenizer.decode([t for t in target.tolist() if model.bin_of[t] < 0])
     assert words == "plan: pick up the red cube, then put it in the tray. action:"
     assert (model.bin_of[target[-8:]] >= 0).all()
+
+
+def test_located_plan_targets():
+    from playworld.policy.vqa import locate_answer
+
+    eps = _episodes(1, 2)
+    vocab = WordTokenizer.build(training_texts(eps, plan_locate="table")).vocab
+    model = _model(vocab=tuple(vocab), plan=True, plan_locate="table", max_text_len=64)
+    item = VLADataset(model, eps, robot_fraction=1.0, plan=True)[0]
+    target = item["labels"][item["labels"] != IGNORE]
+    words = model.tokenizer.decode([t for t in target.tolist() if model.bin_of[t] < 0])
+    cube, tray = SPEC["objects"][0]["xy"], SPEC["tray"]["xy"]
+    assert words == (
+        f"plan: pick up the red cube at {locate_answer(cube)}, then put it in the tray at {locate_answer(tray)}. action:"
+    )
+    assert (model.bin_of[target[-8:]] >= 0).all()
+    with pytest.raises(PlayworldError, match="needs plan=True"):
+        VLAConfig(backbone="tiny", plan_locate="table")
+    with pytest.raises(PlayworldError, match="plan_locate must be"):
+        VLAConfig(backbone="tiny", plan=True, plan_locate="x")
+
+
+def test_image_cell_words_are_tied_to_the_image_token_positions():
+    eps = _episodes(1, 2)
+    vocab = WordTokenizer.build(training_texts(eps, plan_locate="image", grid=4)).vocab
+    model = _model(vocab=tuple(vocab), plan=True, plan_locate="image", max_text_len=64)  # 32 px / 8 = 4 x 4 tokens
+    assert model.image_grid == 4 and model.tokenizer.decode(model.cell_word_ids[[0, 1, 4]].tolist()) == "cellaa cellab cellba"
+    item = VLADataset(model, eps, robot_fraction=1.0, plan=True)[0]
+    target = item["labels"][item["labels"] != IGNORE]
+    words = model.tokenizer.decode([t for t in target.tolist() if model.bin_of[t] < 0])
+    assert re.fullmatch(r"plan: pick up the red cube at cell[a-d][a-d], then put it in the tray at cell[a-d][a-d]\. action:", words)
+    images = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        before = model.encode_images(images)  # (1, 16, D)
+        model.lm.tok_embed.weight[model.cell_word_ids[5]] += 1.0  # the word "cellbb" (row 1, column 1)
+        after = model.encode_images(images)
+    changed = (after - before).abs().amax(-1)[0]  # (16,)
+    assert changed[5] > 0.5 and changed[torch.arange(16) != 5].max() == 0
+    # a vocabulary without the cell words is refused with the reason
+    with pytest.raises(PlayworldError, match="needs a word per image token"):
+        _model(plan=True, plan_locate="image")
 
 
 def test_config_validation():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -103,3 +104,53 @@ def test_failure_outcomes_say_which_object_the_gripper_closed_on():
         assert seen == ["closed on the named object", "closed on another object", "closed on no object"]
     finally:
         env.close()
+
+
+class _PointingPolicy:
+    """Stands still and writes a plan that locates object ``which`` of the episode (-1: no location)
+    in the newest of ``envs``."""
+
+    def __init__(self, which: int, envs: list):
+        self.which, self.envs, self.step_seconds, self.num_fallbacks = which, envs, [], 0
+        self.last_plan, self.last_action_text = None, ""
+        self.model = types.SimpleNamespace(image_grid=8)
+
+    control_hz = 1.0
+
+    def reset(self, seed=None):
+        self.last_plan = None
+
+    def select_action(self, observation, instruction=None):
+        import numpy as np
+
+        from playworld.policy.vqa import locate_answer
+
+        objects = self.envs[-1].episode.objects
+        where = f" at {locate_answer(objects[self.which].xy)}" if self.which >= 0 else ""
+        self.last_plan = f"pick up the {objects[0].name}{where}"
+        self.step_seconds.append(0.01)
+        return np.zeros(8, np.float32)
+
+
+def test_plan_location_says_whether_the_plan_points_at_the_named_object(monkeypatch):
+    from playworld.envs.tabletop import Tabletop
+    from playworld.eval import vla_eval
+
+    made = []
+
+    class Env(Tabletop):  # lets the fake policy read the episode it is in
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr("playworld.envs.tabletop.Tabletop", Env)
+    results = {}
+    for which in (0, 1, -1):
+        metrics, _ = vla_eval.evaluate_suite(_PointingPolicy(which, made), "seen", 3, max_steps=2, vqa_per_episode=0, camera_size=32,
+                                             tasks=("pick",))
+        results[which] = metrics["plan_location"]
+    assert results[0]["episodes"] == 3 and results[0]["nearest_is_named_object"] == 3
+    assert results[0]["median_error_cm"] <= 1.5  # half a 2 cm cell on each axis
+    assert results[1]["episodes"] == 3 and results[1]["nearest_is_named_object"] == 0
+    assert results[1]["median_error_cm"] > 5
+    assert results[-1] is None  # plans without cells: nothing to score

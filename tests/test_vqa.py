@@ -3,6 +3,8 @@ come from the scene's ground truth."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from playworld.envs.tabletop.tasks import SPAWN_X, SPAWN_Y
@@ -11,6 +13,8 @@ from playworld.policy.vqa import (
     Scene,
     SceneObject,
     locate_answer,
+    located_points,
+    plan_text,
     sample_questions,
     scene_questions,
 )
@@ -45,6 +49,34 @@ def test_where_is_answers_the_objects_cell_in_the_robots_frame():
     assert locate_answer((0.40 + LOCATE_CELL, 0.10)) == "x 3 y 16"
 
 
+def test_located_plans_say_where_each_named_thing_stands():
+    from playworld.envs.tabletop import get_suite
+
+    for family in ("pick", "push", "put_in_tray", "put_next_to", "stack"):
+        for spec in get_suite("seen", [family]).episodes(4, seed=5):
+            plain, located = plan_text(spec), plan_text(spec, locate="table")
+            assert located_points(plain) == [] and located != plain
+            # removing the cells gives back the plain plan
+            assert re.sub(r" at x \d+ y \d+", "", located) == plain
+            points = located_points(located)
+            target = spec.objects[spec.goal.target].xy
+            # the first cell is the object to move, to within half a 2 cm cell on each axis
+            assert np.abs(np.subtract(points[0], target)).max() <= LOCATE_CELL / 2 + 1e-9
+            if family == "put_in_tray":
+                assert np.abs(np.subtract(points[1], spec.tray.xy)).max() <= LOCATE_CELL / 2 + 1e-9
+            if family in ("put_next_to", "stack"):
+                ref = spec.objects[spec.goal.reference].xy
+                assert len(points) == 2 and np.abs(np.subtract(points[1], ref)).max() <= LOCATE_CELL / 2 + 1e-9
+            # image cells: the token of the 8 x 8 grid that shows the object, 7.5 cm of table per side
+            in_image = plan_text(spec, locate="image")
+            assert re.sub(r" at cell[a-h][a-h]", "", in_image) == plain
+            assert np.linalg.norm(np.subtract(located_points(in_image)[0], target)) < 0.06
+    assert located_points("pick up the red cube") == []
+    assert located_points(f"pick up the red cube at {locate_answer((0.40, 0.10))}") == [
+        (SPAWN_X[0] + 2 * LOCATE_CELL, SPAWN_Y[0] + 16 * LOCATE_CELL)
+    ]
+
+
 def test_position_questions_only_where_the_layout_is_known():
     assert _answers("locate", spatial=False) == {} and _answers("spatial", spatial=False) == {}
     assert _answers("count", spatial=False) == _answers("count")
@@ -66,3 +98,32 @@ def test_sampled_questions_are_distinct_and_reproducible():
     assert a == b and len(set(a)) == 5
     every = {qa for qas in scene_questions(SCENE).values() for qa in qas}
     assert set(a) <= every
+
+
+def test_image_cells_are_where_the_camera_shows_the_object():
+    from playworld.envs.tabletop import Tabletop
+    from playworld.envs.tabletop.scene import SHAPES, Camera, unproject
+    from playworld.policy.vqa import image_cell
+
+    spec = {
+        "suite": "seen", "family": "pick", "instruction": "pick up the red cube",
+        "objects": [{"shape": "cube", "color": "red", "xy": [0.62, 0.17], "yaw": 0.0}],
+        "goal": {"kind": "lift", "target": 0, "reference": None, "region": None},
+        "tray": None, "markers": [], "seed": 0,
+    }
+    env = Tabletop(image_size=128)
+    try:
+        h = SHAPES["cube"].half_height
+        for row, col in ((2, 2), (5, 6), (4, 3)):  # the middles of three tokens of the 8 x 8 grid
+            xy = tuple(float(v) for v in unproject(Camera(), ((col + 0.5) / 8, (row + 0.5) / 8), h))
+            assert image_cell(xy, h, 8) == (row, col)
+            spec["objects"][0]["xy"] = list(xy)
+            obs, _ = env.reset(options={"episode": spec})
+            img = obs["image"].astype(int)
+            red = (img[..., 0] > 150) & (img[..., 1] < 90) & (img[..., 2] < 90)
+            rows, cols = np.nonzero(red)
+            assert len(rows) > 10, "the red cube should be visible"
+            # the rendered cube is where the projection says, to within 2 of its 16 px token
+            assert np.abs([cols.mean() - (col + 0.5) * 16, rows.mean() - (row + 0.5) * 16]).max() < 2.0
+    finally:
+        env.close()

@@ -123,12 +123,19 @@ def evaluate_suite(
     (metrics, GIF frames)."""
     from playworld.envs.tabletop import Tabletop, get_suite
     from playworld.eval.metrics import confidence_interval_95
-    from playworld.policy.vqa import answers_match, plan_question, sample_questions, scene_from_env
+    from playworld.policy.vqa import (
+        answers_match,
+        located_points,
+        plan_question,
+        sample_questions,
+        scene_from_env,
+    )
 
     env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks), wrist_size=wrist_size)
     specs = get_suite(suite, tasks or None).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
     successes, steps, per_task, gif, closest, outcomes = 0, [], {}, [], [], {}
+    plan_errors, plan_on_named = [], 0  # plans that say where the named object is (plan_locate)
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
     fallbacks0 = policy.num_fallbacks
@@ -147,8 +154,13 @@ def evaluate_suite(
             policy.reset(seed=k)  # the same sampled actions on every run
             t = 0
             near, first_grasp = _reach_error(env, spec), None
+            start_xy = [env.object_pose(i)[0][:2] for i in range(len(spec.objects))]
             while True:
                 action = policy.select_action(obs, spec.instruction)
+                if t == 0 and (points := located_points(policy.last_plan or "", policy.model.image_grid)):
+                    d = [float(np.linalg.norm(np.asarray(points[0]) - xy)) for xy in start_xy]
+                    plan_errors.append(d[spec.goal.target])
+                    plan_on_named += int(np.argmin(d)) == spec.goal.target
                 if first_grasp is None and action[-1] > 0.5:
                     first_grasp = _grasp_outcome(env, spec)
                 if k < gif_episodes:
@@ -186,6 +198,12 @@ def evaluate_suite(
             "per_episode": [round(c * 100, 1) for c in closest],
         },
         "outcomes": dict(sorted(outcomes.items())),  # what each episode's first gripper close was on (failures)
+        # plan_locate models: where the first step's plan says the object to move is
+        "plan_location": {
+            "episodes": len(plan_errors),
+            "nearest_is_named_object": plan_on_named,  # the located point is nearer to it than to any other
+            "median_error_cm": float(np.median(plan_errors)) * 100,
+        } if plan_errors else None,
         "control_hz": policy.control_hz,
         "policy_ms_per_step": 1000.0 * float(np.mean(policy.step_seconds)) if policy.step_seconds else None,
         "no_op_fallbacks": policy.num_fallbacks - fallbacks0,
@@ -293,6 +311,11 @@ class EvalVLA:
             print(
                 "    failures: " + (", ".join(f"{n} {k}" for k, n in metrics["outcomes"].items() if k != "success") or "none")
             )
+            if loc := metrics["plan_location"]:
+                print(
+                    f"    plan location: nearest to the named object in {loc['nearest_is_named_object']}/{loc['episodes']} "
+                    f"episodes, {loc['median_error_cm']:.1f} cm from it (median)"
+                )
         report["seconds"] = time.perf_counter() - start
         atomic_write_json(out / "vla_eval.json", report)
         print(f"wrote {out / 'vla_eval.json'}")

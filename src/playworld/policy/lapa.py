@@ -180,7 +180,8 @@ def init_from_checkpoint(
         )
     if old.backbone == "tiny":
         known = set(old.vocab)
-        missing = sorted({w for t in training_texts(episodes) for w in source.tokenizer.words(t)} - known)
+        texts = training_texts(episodes, changes.get("plan_locate", ""), old.image_size // old.tiny_patch)
+        missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)
         if missing:
             raise PlayworldError(
                 f"--init {path} has a word vocabulary without {len(missing)} word(s) of this data ({', '.join(missing[:8])}); "

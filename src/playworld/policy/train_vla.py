@@ -33,7 +33,14 @@ from torch.utils.data import Dataset
 from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionTokenizer
 from playworld.policy.vla import ACTION_TOKENIZER_NAME, VLA, VLAConfig, robot_prompt, vqa_prompt
-from playworld.policy.vqa import plan_question, plan_text, sample_questions, scene_from_spec, scene_questions
+from playworld.policy.vqa import (
+    image_cell_word,
+    plan_question,
+    plan_text,
+    sample_questions,
+    scene_from_spec,
+    scene_questions,
+)
 from playworld.train.loop import TrainConfig, Trainer
 from playworld.utils import get_logger, seed_everything
 
@@ -162,7 +169,7 @@ class VLADataset(Dataset):
             if self.target == "latent":
                 codes = ep.latent[t : t + self.model.config.latent_action_len]
                 return e, t, robot_prompt(ep.instruction), self.model.latent_target_ids(codes)
-            plan = plan_text(ep.spec) if self.plan else None
+            plan = plan_text(ep.spec, self.model.config.plan_locate, self.model.image_grid) if self.plan else None
             return e, t, robot_prompt(ep.instruction), self.model.action_target_ids(ep.bins[t], plan)
         rng = np.random.default_rng([self.seed, i])
         e = int(rng.integers(len(self.episodes)))
@@ -190,13 +197,15 @@ class VLADataset(Dataset):
         return item
 
 
-def training_texts(episodes: list[Episode]) -> list[str]:
-    """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths)."""
-    texts = []
+def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8) -> list[str]:
+    """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
+    ``plan_locate``: plans that say where things are (``VLAConfig.plan_locate``; ``"image"``:
+    also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not)."""
+    texts = [" ".join(image_cell_word(r, c) for r in range(grid) for c in range(grid))] if plan_locate == "image" else []
     for ep in episodes:
         texts.append(robot_prompt(ep.instruction))
         if ep.spec is not None:
-            texts.append(f" Plan: {plan_text(ep.spec)}. Action:")
+            texts.append(f" Plan: {plan_text(ep.spec, plan_locate, grid)}. Action:")
             qa = plan_question(ep.spec)
             texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
             for qas in scene_questions(scene_from_spec(ep.spec)).values():
@@ -211,7 +220,9 @@ def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
     cfg = model.config
     for ep in episodes:
         p = len(model.encode_text(robot_prompt(ep.instruction)))
-        a = len(model.action_target_ids([0] * cfg.action_dim, plan_text(ep.spec) if plan and ep.spec else None))
+        a = len(model.action_target_ids(
+            [0] * cfg.action_dim, plan_text(ep.spec, cfg.plan_locate, model.image_grid) if plan and ep.spec else None
+        ))
         if cfg.num_latent_actions:
             a = max(a, cfg.latent_action_len)
         longest = max(longest, p + a)
@@ -233,7 +244,8 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
     if preset == "pretrained":
         fields["backbone"] = backbone
     if backbone == "tiny":
-        fields["vocab"] = tuple(WordTokenizer.build(training_texts(episodes)).vocab)
+        grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
+        fields["vocab"] = tuple(WordTokenizer.build(training_texts(episodes, fields.get("plan_locate", ""), grid)).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
     need = max_example_tokens(model, episodes, plan)
@@ -260,6 +272,8 @@ class TrainVLA:
     """Share of robot examples in the data mix; the rest is VQA about the same scenes (1 = plain fine-tuning)."""
     plan: bool = False
     """Train to write "Plan: <words>. Action: <tokens>" (RT-2's chain of thought)."""
+    plan_locate: Literal["", "table", "image"] = ""
+    """The plan also says where each thing it names is (a grounded chain of thought, ECoT-style); implies --plan. table: its 2 cm cell in the robot's frame ("at x 7 y 12"); image (tiny): the fixed camera's image token showing it ("at cellcf"), a word tied to that token's position; empty: no."""
     episodes: int = 0
     """Use only the first N episodes (0 = all)."""
     val_fraction: float = 0.1
@@ -328,6 +342,8 @@ class TrainVLA:
                 "--latent-horizon must be >= 1, --latent-clip-len >= 2 (an action needs two frames) and "
                 "--num-latent-actions 0 (the LAM's) or >= 2."
             )
+        if self.plan_locate:
+            self.plan = True
         if self.latent_lam is not None and self.plan:
             raise PlayworldError("--plan needs the episodes' plans as answers; LAPA pretraining (--latent-lam) writes latent tokens. Drop one.")
 
@@ -364,6 +380,7 @@ class TrainVLA:
             overrides["wrist_camera_size"] = int(load_lerobot(self.data, camera="wrist").frame_size[0])
         if self.prefix_lm or self.init is None:
             overrides["prefix_lm"] = self.prefix_lm
+        overrides["plan_locate"] = self.plan_locate
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):

@@ -58,6 +58,7 @@ from playworld.policy.backbones import (
     least_used_token_ids,
     reference_corpus,
 )
+from playworld.policy.vqa import PLAN_LOCATE, image_cell_word
 
 IGNORE = -100  # label of tokens that carry no loss (image, question, padding)
 ACTION_TOKENIZER_NAME = "action_tokenizer.json"
@@ -129,6 +130,13 @@ class VLAConfig(ModelConfig):
     """Longest VQA answer or plan generated at inference."""
     plan: bool = False
     """Trained to write "Plan: ... Action: ..." (RT-2's chain of thought) before each action."""
+    plan_locate: str = ""
+    """With ``plan``: the plan also says where each thing it names is, so the action follows a
+    written grounding step (ECoT-style embodied chain of thought; docs/vla.md). ``""``: no;
+    ``"table"``: a "where is ...?" answer, the 2 cm cell in the robot's frame ("pick up the red
+    cube at x 7 y 12"); ``"image"`` (tiny): the fixed camera's image token that shows it, one
+    word per token ("at cellcf": row c, column f), whose embedding is added to that image
+    token's position embedding, so that saying where is copying a position, not decoding it."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
     prefix_lm: bool = False
@@ -200,6 +208,13 @@ class VLAConfig(ModelConfig):
             )
         if self.wrist_size and self.backbone != "tiny" and self.wrist_size < 32:
             raise PlayworldError(f"EfficientNet needs wrist_size >= 32 (or 0: no wrist camera), got {self.wrist_size}.")
+        if self.plan_locate not in PLAN_LOCATE:
+            raise PlayworldError(f"plan_locate must be one of {PLAN_LOCATE}, got {self.plan_locate!r}.")
+        if self.plan_locate and not self.plan:
+            raise PlayworldError("plan_locate puts object positions into the plan; it needs plan=True (--plan).")
+        if self.plan_locate == "image" and self.backbone != "tiny":
+            raise PlayworldError("plan_locate='image' ties words to the tiny backbone's image tokens; use 'table' with "
+                                 f"--backbone {self.backbone}.")
         if self.prefix_lm and self.backbone != "tiny":
             raise PlayworldError("prefix_lm is for the tiny backbone; the Hugging Face LMs keep their causal attention.")
         if self.backbone != "tiny" and self.image_size < 32:
@@ -298,6 +313,17 @@ class VLA(PretrainedModel):
         self.num_image_tokens = self.vision.num_tokens
         self.projector = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))
         self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
+        if config.plan_locate == "image":  # the word of each image token ("cellcf"), row-major like the tokens
+            words = [image_cell_word(r, c) for r in range(self.image_grid) for c in range(self.image_grid)]
+            missing = [w for w in words if w not in self.tokenizer.index]
+            if missing:
+                raise PlayworldError(
+                    f"plan_locate='image' needs a word per image token, but the vocabulary lacks {len(missing)} "
+                    f"({', '.join(missing[:4])}, ...); build it with train_vla.training_texts(..., plan_locate='image')."
+                )
+            self.register_buffer(
+                "cell_word_ids", torch.tensor([self.tokenizer.index[w] for w in words]), persistent=False
+            )  # (N,)
         self.num_prefix_tokens = self.num_image_tokens
         if config.wrist_size:
             n_wrist = (config.wrist_size // config.tiny_patch) ** 2 if self.kind == "tiny" else self.num_image_tokens
@@ -342,6 +368,11 @@ class VLA(PretrainedModel):
                 if name != "vision" or config.tiny_vision == "conv":  # not the pretrained EfficientNet
                     child.apply(_init_linear)
 
+    @property
+    def image_grid(self) -> int:
+        """Image tokens per side of the fixed camera's grid."""
+        return self.config.image_size // self.config.tiny_patch if self.kind == "tiny" else self.config.image_grid
+
     def _assign_token_ids(self, word_vocab: int) -> None:
         """First build: the action tokens' ids, then the latent tokens' (tiny: appended; HF: the
         least-used tokens of the vocabulary, the latent ones next in line after the actions)."""
@@ -377,6 +408,8 @@ class VLA(PretrainedModel):
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         pos = self.wrist_pos if wrist else self.image_pos
+        if not wrist and self.config.plan_locate == "image":  # tied: token k's position includes its cell word
+            pos = pos + self.lm.embed(self.cell_word_ids).to(pos.dtype)  # (N, D)
         feats = self.vision(x.to(pos.dtype))  # (B, N, C)
         return self.projector(feats) + pos  # (B, N, D)
 

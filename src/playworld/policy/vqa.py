@@ -106,29 +106,94 @@ def _marker_words(glyph: str) -> str:
     return f"the number {glyph}" if glyph.isdigit() else f"the letter {glyph}"
 
 
-def plan_text(spec: EpisodeSpec | dict) -> str:
+#: How a plan may say where things are (``VLAConfig.plan_locate``): not at all, as a 2 cm cell
+#: of the table in the robot's frame ("x 7 y 12"), or as the fixed camera's image token ("cellcf").
+PLAN_LOCATE = ("", "table", "image")
+#: Row and column letters of image cells: "cellcf" is row c (3rd from the top), column f.
+CELL_LETTERS = "abcdefghijklmnop"
+
+
+def image_cell_word(row: int, col: int) -> str:
+    """One word for the image token at (row, col) of the fixed camera's token grid ("cellcf")."""
+    return f"cell{CELL_LETTERS[row]}{CELL_LETTERS[col]}"
+
+
+def image_cell(xy: tuple[float, float], z: float, grid: int) -> tuple[int, int]:
+    """(row, col) of the token, on a ``grid`` x ``grid`` token grid of the fixed camera's image,
+    that shows the point (x, y, z) of the table."""
+    from playworld.envs.tabletop.scene import Camera, project
+
+    u, v = project(Camera(), (xy[0], xy[1], z))
+    return int(np.clip(v * grid, 0, grid - 1)), int(np.clip(u * grid, 0, grid - 1))
+
+
+def plan_text(spec: EpisodeSpec | dict, locate: str = "", grid: int = 8) -> str:
     """The plan the scripted expert follows, naming objects plainly: "pick up the red cube, then
-    put it in the tray" (RT-2's chain of thought: "Plan: pick rxbar chocolate")."""
+    put it in the tray" (RT-2's chain of thought: "Plan: pick rxbar chocolate").
+
+    ``locate`` (:data:`PLAN_LOCATE`): every object, tray and marker the plan names is followed by
+    where it stands at the episode's start (a grounded chain of thought, as in ECoT's embodied
+    reasoning: the model first says where the named object is, then acts on what it said):
+
+    - ``"table"``: as a "where is ...?" answer, "pick up the red cube at x 7 y 12, then put it
+      in the tray at x 3 y 15";
+    - ``"image"``: as the word of the image token showing it on a ``grid`` x ``grid`` token grid
+      of the fixed camera, "pick up the red cube at cellcf" (the tiny VLA ties these words'
+      embeddings to its image tokens' positions, so saying where is pointing; docs/vla.md)."""
+    if locate not in PLAN_LOCATE:
+        raise ValueError(f"locate must be one of {PLAN_LOCATE}, got {locate!r}")
     if isinstance(spec, dict):
         spec = EpisodeSpec.from_dict(spec)
+
+    def at(xy, shape: str | None = None) -> str:
+        if locate == "table":
+            return f" at {locate_answer(xy)}"
+        if locate == "image":
+            z = SHAPES[shape].half_height if shape else 0.0
+            return f" at {image_cell_word(*image_cell(xy, z, grid))}"
+        return ""
+
     g = spec.goal
     target = spec.objects[g.target]
-    pick = f"pick up the {target.name}"
+    pick = f"pick up the {target.name}{at(target.xy, target.shape)}"
     if g.kind == "lift":
         return pick
     if g.kind == "region":
         if SHAPES[target.shape].pushable:
-            return f"push the {target.name} to the {g.region}"
+            return f"push the {target.name}{at(target.xy, target.shape)} to the {g.region}"
         return f"{pick}, then put it on the {g.region}"
     if g.kind == "tray":
-        return f"{pick}, then put it in the tray"
-    if g.kind == "next_to":
-        return f"{pick}, then put it next to the {spec.objects[g.reference].name}"
-    if g.kind == "stack":
-        return f"{pick}, then put it on the {spec.objects[g.reference].name}"
+        return f"{pick}, then put it in the tray{at(spec.tray.xy) if spec.tray else ''}"
+    if g.kind in ("next_to", "stack"):
+        ref = spec.objects[g.reference]
+        where = "next to" if g.kind == "next_to" else "on"
+        return f"{pick}, then put it {where} the {ref.name}{at(ref.xy, ref.shape)}"
     if g.kind == "marker":
-        return f"{pick}, then put it on {_marker_words(spec.markers[g.reference].glyph)}"
+        marker = spec.markers[g.reference]
+        return f"{pick}, then put it on {_marker_words(marker.glyph)}{at(marker.xy)}"
     raise ValueError(f"unknown goal kind {g.kind!r}")
+
+
+_LOCATE = re.compile(r"\bx (\d+) y (\d+)\b")
+_IMAGE_CELL = re.compile(rf"\bcell([{CELL_LETTERS}])([{CELL_LETTERS}])\b")
+
+
+def located_points(text: str, grid: int = 8, z: float = 0.02) -> list[tuple[float, float]]:
+    """The table positions (m, robot frame) that the places in ``text`` stand for, in order: the
+    centres of "x <i> y <j>" cells (:func:`locate_answer`; "pick up the red cube at x 7 y 12" ->
+    [(0.50, 0.03)]) and of image cells ("cellcf" on a ``grid`` x ``grid`` token grid, where its
+    centre's line of sight meets the plane at height ``z``)."""
+    from playworld.envs.tabletop.scene import Camera, unproject
+
+    points = []
+    for m in re.finditer(f"{_LOCATE.pattern}|{_IMAGE_CELL.pattern}", text):  # in the order they come
+        if m.group(1) is not None:
+            points.append((SPAWN_X[0] + int(m.group(1)) * LOCATE_CELL, SPAWN_Y[0] + int(m.group(2)) * LOCATE_CELL))
+        else:
+            row, col = CELL_LETTERS.index(m.group(3)), CELL_LETTERS.index(m.group(4))
+            x, y = unproject(Camera(), ((col + 0.5) / grid, (row + 0.5) / grid), z)
+            points.append((float(x), float(y)))
+    return points
 
 
 def strip_instruction(instruction: str) -> str:

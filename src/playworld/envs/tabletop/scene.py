@@ -399,6 +399,38 @@ class WristCamera:
     far: float = 2.0
 
 
+def _view_projection(camera: Camera) -> np.ndarray:
+    """The fixed camera's 4x4 projection @ view matrix (square images), row-major."""
+    import pybullet
+
+    view = np.array(pybullet.computeViewMatrix(camera.eye, camera.target, camera.up)).reshape(4, 4).T
+    proj = np.array(pybullet.computeProjectionMatrixFOV(camera.fov_deg, 1.0, camera.near, camera.far)).reshape(4, 4).T
+    return proj @ view
+
+
+def project(camera: Camera, xyz) -> np.ndarray:
+    """World points (..., 3) -> where the fixed camera's (square) image shows them, (..., 2) as
+    (column, row) fractions of the image side in [0, 1] (0, 0: the top-left corner)."""
+    p = np.asarray(xyz, dtype=np.float64)
+    clip = np.concatenate([p, np.ones(p.shape[:-1] + (1,))], axis=-1) @ _view_projection(camera).T
+    ndc = clip[..., :2] / clip[..., 3:]
+    return np.stack([(ndc[..., 0] + 1) / 2, (1 - ndc[..., 1]) / 2], axis=-1)
+
+
+def unproject(camera: Camera, uv, z: float) -> np.ndarray:
+    """Inverse of :func:`project` onto the horizontal plane at height ``z``: image fractions
+    (..., 2) -> world (x, y) (..., 2)."""
+    uv = np.asarray(uv, dtype=np.float64)
+    ndc = np.stack([2 * uv[..., 0] - 1, 1 - 2 * uv[..., 1]], axis=-1)
+    inv = np.linalg.inv(_view_projection(camera))
+    ends = []
+    for depth in (-1.0, 1.0):  # the near and far planes
+        q = np.concatenate([ndc, np.full(ndc.shape[:-1] + (1,), depth), np.ones(ndc.shape[:-1] + (1,))], -1) @ inv.T
+        ends.append(q[..., :3] / q[..., 3:])
+    t = (z - ends[0][..., 2]) / (ends[1][..., 2] - ends[0][..., 2])
+    return ends[0][..., :2] + t[..., None] * (ends[1][..., :2] - ends[0][..., :2])
+
+
 def render(pb, camera: Camera, width: int, height: int) -> np.ndarray:
     """RGB uint8 (height, width, 3) of the fixed camera with TinyRenderer (CPU; no shadows).
 
