@@ -466,6 +466,32 @@ def test_image_cell_words_are_tied_to_the_image_token_positions():
         _model(plan=True, plan_locate="image")
 
 
+def test_point_loss_makes_the_cell_word_point_at_its_image_token():
+    eps = _episodes(2, 3)
+    vocab = tuple(WordTokenizer.build(training_texts(eps, plan_locate="image", grid=4)).vocab)
+    ds_model = _model(vocab=vocab, plan=True, plan_locate="image", max_text_len=64)
+    batch = [VLADataset(ds_model, eps, robot_fraction=1.0, plan=True)[i] for i in range(4)]
+    args = [torch.stack([b[k] for b in batch]) for k in ("image", "input_ids", "labels", "state")]
+    plain = _model(vocab=vocab, plan=True, plan_locate="image", max_text_len=64).train()
+    pointing = _model(vocab=vocab, plan=True, plan_locate="image", max_text_len=64, point_loss=0.5).train()
+    pointing.load_state_dict(plain.state_dict())
+    loss0, logs0 = plain.training_step(*args)
+    loss1, logs1 = pointing.training_step(*args)
+    assert "point_loss" not in logs0 and 0 <= logs0["cell_word_acc"] <= 1
+    # the same next-token loss plus 0.5 x the pointing cross-entropy (~log 16 for an untrained model)
+    assert float(loss1 - loss0) == pytest.approx(0.5 * logs1["point_loss"], rel=1e-4)
+    assert 1.5 < logs1["point_loss"] < 5
+    opt = torch.optim.Adam(pointing.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss, logs = pointing.training_step(*args)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert logs["point_loss"] < 0.5 * logs1["point_loss"]  # it learns to point at the named tokens
+    with pytest.raises(PlayworldError, match="point_loss"):
+        VLAConfig(backbone="tiny", point_loss=1.0)
+
+
 def test_config_validation():
     with pytest.raises(PlayworldError, match="multiple of 8"):
         VLAConfig(backbone="tiny", image_size=30)

@@ -137,6 +137,11 @@ class VLAConfig(ModelConfig):
     cube at x 7 y 12"); ``"image"`` (tiny): the fixed camera's image token that shows it, one
     word per token ("at cellcf": row c, column f), whose embedding is added to that image
     token's position embedding, so that saying where is copying a position, not decoding it."""
+    point_loss: float = 0.0
+    """With ``plan_locate="image"``: weight of an auxiliary pointing loss in training. The hidden
+    state that writes a cell word must point at that image token: a softmax over the fixed
+    camera's image tokens of its dot product with their last hidden states, with cross-entropy
+    on the named one (supervised pointing; 0 = off, the words alone)."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
     prefix_lm: bool = False
@@ -212,6 +217,8 @@ class VLAConfig(ModelConfig):
             raise PlayworldError(f"plan_locate must be one of {PLAN_LOCATE}, got {self.plan_locate!r}.")
         if self.plan_locate and not self.plan:
             raise PlayworldError("plan_locate puts object positions into the plan; it needs plan=True (--plan).")
+        if self.point_loss < 0 or (self.point_loss and self.plan_locate != "image"):
+            raise PlayworldError(f"point_loss must be >= 0 and needs plan_locate='image', got {self.point_loss}.")
         if self.plan_locate == "image" and self.backbone != "tiny":
             raise PlayworldError("plan_locate='image' ties words to the tiny backbone's image tokens; use 'table' with "
                                  f"--backbone {self.backbone}.")
@@ -321,9 +328,11 @@ class VLA(PretrainedModel):
                     f"plan_locate='image' needs a word per image token, but the vocabulary lacks {len(missing)} "
                     f"({', '.join(missing[:4])}, ...); build it with train_vla.training_texts(..., plan_locate='image')."
                 )
-            self.register_buffer(
-                "cell_word_ids", torch.tensor([self.tokenizer.index[w] for w in words]), persistent=False
-            )  # (N,)
+            ids = torch.tensor([self.tokenizer.index[w] for w in words])
+            self.register_buffer("cell_word_ids", ids, persistent=False)  # (N,) image token -> its word
+            cell_of = torch.full((len(self.tokenizer.vocab),), -1, dtype=torch.long)
+            cell_of[ids] = torch.arange(len(ids))
+            self.register_buffer("cell_of", cell_of, persistent=False)  # (V_words,) word -> image token, -1 otherwise
         self.num_prefix_tokens = self.num_image_tokens
         if config.wrist_size:
             n_wrist = (config.wrist_size // config.tiny_patch) ** 2 if self.kind == "tiny" else self.num_image_tokens
@@ -479,9 +488,10 @@ class VLA(PretrainedModel):
 
     def forward(
         self, images: Tensor, input_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None,
-        prompt_len: Tensor | None = None,
-    ) -> Tensor:
-        """Hidden state before each text token: (B, L, D) (position p predicts text token p).
+        prompt_len: Tensor | None = None, with_image: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Hidden state before each text token: (B, L, D) (position p predicts text token p);
+        ``with_image``: also the fixed camera's image tokens' last hidden states (B, N, D).
 
         ``prompt_len`` (B,): tokens of each row's prompt, before its answer; needed with
         ``prefix_lm`` (the image and the prompt then attend both ways)."""
@@ -494,7 +504,8 @@ class VLA(PretrainedModel):
         else:
             hidden, _ = self.lm(torch.cat([img, txt.to(img.dtype)], dim=1))  # (B, N + L, D)
         n = img.shape[1]
-        return hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
+        text = hidden[:, n - 1 : n - 1 + input_ids.shape[1]]  # (B, L, D)
+        return (text, hidden[:, : self.num_image_tokens]) if with_image else text
 
     def training_step(
         self, images: Tensor, input_ids: Tensor, labels: Tensor, state: Tensor | None = None,
@@ -503,16 +514,34 @@ class VLA(PretrainedModel):
         """Next-token cross-entropy on answer/action tokens only (``labels != IGNORE``)."""
         sel = labels != IGNORE  # (B, L)
         prompt_len = sel.float().argmax(1) if self.config.prefix_lm else None  # (B,): first answer token
-        hidden = self(images, input_ids, state, wrist, prompt_len)  # (B, L, D)
+        pointing = self.config.point_loss > 0 and self.training
+        hidden = self(images, input_ids, state, wrist, prompt_len, with_image=pointing)  # (B, L, D)
+        if pointing:
+            hidden, image_hidden = hidden  # (B, L, D), (B, N, D)
         target = labels[sel]  # (M,)
         logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
         loss = F.cross_entropy(logits, target)
+        logs: dict[str, float] = {}
+        if self.config.plan_locate == "image":
+            cell = self.cell_of[target.clamp(max=len(self.cell_of) - 1)]  # (M,) -1: not a cell word
+            cell[target >= len(self.cell_of)] = -1  # action / latent tokens
+            is_cell = cell >= 0  # (M,): the plan's image-cell words
+            if is_cell.any():
+                with torch.no_grad():
+                    logs["cell_word_acc"] = float((logits[is_cell].argmax(-1) == target[is_cell]).float().mean())
+                if pointing:  # the hidden state writing a cell word points at that image token (softmax over N)
+                    rows = sel.nonzero()[:, 0][is_cell]  # (C,) batch row of each cell word
+                    q = hidden[sel][is_cell].float()  # (C, D)
+                    scores = torch.einsum("cd,cnd->cn", q, image_hidden[rows].float()) / q.shape[-1] ** 0.5  # (C, N)
+                    point = F.cross_entropy(scores, cell[is_cell])
+                    loss = loss + self.config.point_loss * point
+                    logs["point_loss"] = float(point.detach())
         with torch.no_grad():
             correct = logits.argmax(-1) == target
             is_action = self.bin_of[target] >= 0
             is_latent = self.latent_of[target] >= 0
             is_word = ~is_action & ~is_latent
-            logs = {
+            logs |= {
                 "action_token_acc": float(correct[is_action].float().mean()) if is_action.any() else float("nan"),
                 "answer_token_acc": float(correct[is_word].float().mean()) if is_word.any() else float("nan"),
                 "latent_token_acc": float(correct[is_latent].float().mean()) if is_latent.any() else float("nan"),
