@@ -466,6 +466,36 @@ def test_image_cell_words_are_tied_to_the_image_token_positions():
         _model(plan=True, plan_locate="image")
 
 
+def test_cell_pointer_logits_point_at_the_image_tokens():
+    from playworld.policy.decoding import generate_text
+
+    eps = _episodes(1, 2)
+    vocab = tuple(WordTokenizer.build(training_texts(eps, plan_locate="image", grid=4)).vocab)
+    model = _model(vocab=vocab, plan=True, plan_locate="image", cell_pointer=True, max_text_len=64)
+    img, prompt = _image(), _prompt(model)
+    tail = torch.tensor([model.encode_text(" Plan: pick up the red cube at cellbc")])
+    with torch.no_grad():
+        full, image_hidden = model(img, torch.cat([prompt, tail], 1), _state(img), with_image=True)
+        logits = model.logits(full[0], image_hidden[0].expand(full.shape[1], -1, -1))  # (L, V)
+        # the cell words' logits are the scaled dot products with the image tokens' last hidden states
+        expected = full[0] @ image_hidden[0].T / full.shape[-1] ** 0.5  # (L, N)
+        torch.testing.assert_close(logits[:, model.cell_word_ids], expected)
+        with pytest.raises(PlayworldError, match="image tokens' hidden states"):
+            model.logits(full[0])
+        # KV-cached decoding keeps the image tokens' hidden states and gives the same logits
+        hidden, cache = model.prefill(img, prompt, _state(img))
+        torch.testing.assert_close(cache.image_hidden, image_hidden, atol=1e-4, rtol=1e-4)
+        for j in range(tail.shape[1]):
+            step = model.logits(hidden, cache.image_hidden)[0]
+            torch.testing.assert_close(step, logits[prompt.shape[1] + j], atol=1e-3, rtol=1e-3)
+            hidden, cache = model.extend(tail[:, j : j + 1], cache)
+        # free-text decoding reads the pointer too: an untrained pointer writes cell words
+        ids, _, _, _ = generate_text(model, *model.prefill(img, prompt, _state(img)), max_new_tokens=3)
+    assert len(ids) == 3  # (without cache.image_hidden the logits would have raised)
+    with pytest.raises(PlayworldError, match="cell_pointer"):
+        VLAConfig(backbone="tiny", plan=True, plan_locate="table", cell_pointer=True)
+
+
 def test_point_loss_makes_the_cell_word_point_at_its_image_token():
     eps = _episodes(2, 3)
     vocab = tuple(WordTokenizer.build(training_texts(eps, plan_locate="image", grid=4)).vocab)

@@ -229,6 +229,7 @@ class KVCache:
     def __init__(self, depth: int):
         self.keys: list[Tensor | None] = [None] * depth
         self.values: list[Tensor | None] = [None] * depth
+        self.image_hidden: Tensor | None = None  # (B, N, D): set by VLA.prefill for cell_pointer models
 
     def get_seq_length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]

@@ -127,7 +127,7 @@ def _decode_constrained(model: VLA, hidden: Tensor, cache: Any, count: int, head
             b = pick(logits, temperature, generator)  # (B,)
             tok = token_ids[b]
         else:
-            logits = mask_logits(model.logits(hidden).float(), allowed)  # (B, V)
+            logits = mask_logits(model.logits(hidden, getattr(cache, "image_hidden", None)).float(), allowed)  # (B, V)
             _check_finite(logits)
             tok = pick(logits, temperature, generator)
             b = index_of[tok]
@@ -157,7 +157,7 @@ def generate_text(
     eos = model.tokenizer.eos_id
     out: list[int] = []
     for _ in range(max_new_tokens):
-        logits = model.logits(hidden).float()  # (1, V)
+        logits = model.logits(hidden, getattr(cache, "image_hidden", None)).float()  # (1, V)
         if banned is not None:
             logits = logits.masked_fill(banned, float("-inf"))
         _check_finite(logits)
@@ -177,7 +177,7 @@ def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tupl
     unless every one is an action token (RT-2's output constraint, switched off)."""
     ids = []
     for i in range(model.config.action_dim):
-        logits = model.logits(hidden).float()  # (B, V)
+        logits = model.logits(hidden, getattr(cache, "image_hidden", None)).float()  # (B, V)
         _check_finite(logits)
         tok = logits.argmax(-1)
         ids.append(tok)

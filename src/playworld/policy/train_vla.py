@@ -274,6 +274,8 @@ class TrainVLA:
     """Train to write "Plan: <words>. Action: <tokens>" (RT-2's chain of thought)."""
     plan_locate: Literal["", "table", "image"] = ""
     """The plan also says where each thing it names is (a grounded chain of thought, ECoT-style); implies --plan. table: its 2 cm cell in the robot's frame ("at x 7 y 12"); image (tiny): the fixed camera's image token showing it ("at cellcf"), a word tied to that token's position; empty: no."""
+    cell_pointer: bool = False
+    """With --plan-locate image: the cell words' logits point at the image tokens (a pointer over the fixed camera's tokens) instead of coming from fixed output embeddings."""
     point_loss: float = 0.0
     """With --plan-locate image: weight of an auxiliary pointing loss (the hidden state writing a cell word must point at that image token); 0 = off."""
     episodes: int = 0
@@ -384,6 +386,7 @@ class TrainVLA:
             overrides["prefix_lm"] = self.prefix_lm
         overrides["plan_locate"] = self.plan_locate
         overrides["point_loss"] = self.point_loss
+        overrides["cell_pointer"] = self.cell_pointer
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):

@@ -137,6 +137,11 @@ class VLAConfig(ModelConfig):
     cube at x 7 y 12"); ``"image"`` (tiny): the fixed camera's image token that shows it, one
     word per token ("at cellcf": row c, column f), whose embedding is added to that image
     token's position embedding, so that saying where is copying a position, not decoding it."""
+    cell_pointer: bool = False
+    """With ``plan_locate="image"``: the logit of each cell word is the dot product of the hidden
+    state with that image token's last hidden state (scaled by 1/sqrt(D)), a pointer over the
+    image tokens, instead of the word's tied output embedding: writing where the object is
+    becomes choosing the image token that shows it (pointer networks, Vinyals et al. 2015)."""
     point_loss: float = 0.0
     """With ``plan_locate="image"``: weight of an auxiliary pointing loss in training. The hidden
     state that writes a cell word must point at that image token: a softmax over the fixed
@@ -217,6 +222,8 @@ class VLAConfig(ModelConfig):
             raise PlayworldError(f"plan_locate must be one of {PLAN_LOCATE}, got {self.plan_locate!r}.")
         if self.plan_locate and not self.plan:
             raise PlayworldError("plan_locate puts object positions into the plan; it needs plan=True (--plan).")
+        if self.cell_pointer and self.plan_locate != "image":
+            raise PlayworldError("cell_pointer points at image tokens to write cell words; it needs plan_locate='image'.")
         if self.point_loss < 0 or (self.point_loss and self.plan_locate != "image"):
             raise PlayworldError(f"point_loss must be >= 0 and needs plan_locate='image', got {self.point_loss}.")
         if self.plan_locate == "image" and self.backbone != "tiny":
@@ -466,9 +473,18 @@ class VLA(PretrainedModel):
             out = torch.where(is_latent[..., None], latents, out)
         return out
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Hidden states (..., D) -> next-token logits over the whole vocabulary (..., V)."""
+    def logits(self, hidden: Tensor, image_hidden: Tensor | None = None) -> Tensor:
+        """Hidden states (..., D) -> next-token logits over the whole vocabulary (..., V).
+
+        ``image_hidden`` (..., N, D): the image tokens' last hidden states of each row, which
+        ``cell_pointer`` models need (the cell words' logits point at them); ``model.prefill``
+        keeps them in its cache as ``cache.image_hidden``."""
         words = hidden @ self.lm.output_weight.T  # (..., V_words)
+        if self.config.cell_pointer:
+            if image_hidden is None:
+                raise PlayworldError("a cell_pointer VLA needs the image tokens' hidden states for its logits (cache.image_hidden).")
+            point = torch.einsum("...d,...nd->...n", hidden, image_hidden.to(hidden.dtype)) / hidden.shape[-1] ** 0.5
+            words = words.index_copy(-1, self.cell_word_ids, point.to(words.dtype))  # (..., V_words)
         actions = self.action_logits(hidden).to(words.dtype)  # (..., 256)
         latents = self.latent_logits(hidden).to(words.dtype) if self.config.num_latent_actions else None  # (..., K)
         if self.kind == "tiny":  # appended ids: words, then actions, then latents
@@ -515,11 +531,12 @@ class VLA(PretrainedModel):
         sel = labels != IGNORE  # (B, L)
         prompt_len = sel.float().argmax(1) if self.config.prefix_lm else None  # (B,): first answer token
         pointing = self.config.point_loss > 0 and self.training
-        hidden = self(images, input_ids, state, wrist, prompt_len, with_image=pointing)  # (B, L, D)
-        if pointing:
+        hidden = self(images, input_ids, state, wrist, prompt_len, with_image=pointing or self.config.cell_pointer)
+        if pointing or self.config.cell_pointer:
             hidden, image_hidden = hidden  # (B, L, D), (B, N, D)
         target = labels[sel]  # (M,)
-        logits = self.logits(hidden[sel]).float()  # (M, V): only where there is a loss
+        rows_of = image_hidden[sel.nonzero()[:, 0]] if self.config.cell_pointer else None  # (M, N, D)
+        logits = self.logits(hidden[sel], rows_of).float()  # (M, V): only where there is a loss
         loss = F.cross_entropy(logits, target)
         logs: dict[str, float] = {}
         if self.config.plan_locate == "image":
@@ -577,6 +594,8 @@ class VLA(PretrainedModel):
             hidden, cache = self.lm(x, self.lm.new_cache(), prefix=prefix)
         else:
             hidden, cache = self.lm(x, self.lm.new_cache())
+        if self.config.cell_pointer:  # what the cell words' logits point at while decoding
+            cache.image_hidden = hidden[:, : self.num_image_tokens]  # (B, N, D)
         return hidden[:, -1], cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
