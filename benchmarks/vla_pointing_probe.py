@@ -95,9 +95,9 @@ def main() -> None:
         with torch.no_grad():
             scene, q, target = batch(test)
             pred = torch.einsum("bd,btd->bt", query(q), key(feats[scene]) + pos).argmax(-1).tolist()
-        exact = sum(p == t for p, t in zip(pred, target.tolist()))
+        exact = sum(p == t for p, t in zip(pred, target.tolist(), strict=True))
         nearest = 0
-        for (_, _, _, tok, tokens), p in zip(test, pred):
+        for (_, _, _, tok, tokens), p in zip(test, pred, strict=True):
             dist = [abs(p // GRID - t // GRID) + abs(p % GRID - t % GRID) for t in tokens]
             nearest += tokens[int(np.argmin(dist))] == tok
         print(f"  {name:<30} exact token {exact / len(test):.0%}   nearest object is the named one "
