@@ -20,6 +20,10 @@ transitions the oracle clones (``--finetune-steps`` at ``--finetune-lr``; defaul
 own budget, ``--policy-steps`` at the policies' learning rate, so the two differ only in where
 they start); the table then also gives the open-loop accuracy of both policies on the
 held-out expert episodes (val split).
+``--adapt relabel`` grounds the video instead (map before cloning): for each K the same K labels fit a
+map from ``--map-window`` consecutive latent actions (default 3: z_t-1, z_t, z_t+1) to the real action,
+it relabels every expert transition, and a policy with the oracle's network and budget clones the
+relabelled video (no latent pretraining); the table adds how often the relabelled action is the true one.
 ``--sticky P`` plays every policy and baseline with sticky actions (Breakout is otherwise
 deterministic, so more ``--episodes`` would replay the same game).
 
@@ -80,10 +84,14 @@ def main(argv: list[str] | None = None) -> dict:
                     "(Breakout) a visible move mixes two actions and the previous one separates them. Its K labels "
                     "are K/2 labelled pairs (t-1, t), so it uses no more real actions than the oracle; at play the "
                     "policy uses its own previous action")
-    ap.add_argument("--adapt", choices=["map", "finetune"], default="map",
+    ap.add_argument("--adapt", choices=["map", "finetune", "relabel"], default="map",
                     help="how the K labels ground the latent policy: map = Genie's latent -> real map (majority vote); "
                     "finetune = LAPA: a fresh real-action head on the latent policy's trunk, the whole net fine-tuned "
-                    "on the K labelled transitions (the oracle's labelled set)")
+                    "on the K labelled transitions (the oracle's labelled set); relabel = map before cloning: the "
+                    "oracle's K labels fit a map from --map-window consecutive latent actions to the real action, it "
+                    "relabels every expert transition, and a policy with the oracle's net and budget clones them")
+    ap.add_argument("--map-window", type=int, default=3,
+                    help="--adapt relabel: latent actions the map reads around t (1: z_t; 2: z_t-1, z_t; 3: z_t-1..z_t+1)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="--adapt finetune: optimiser steps on the K labels (default: --policy-steps, the oracle's budget)")
     ap.add_argument("--finetune-lr", type=float, default=None,
@@ -128,6 +136,7 @@ def run(args) -> dict:
     from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
     from playworld.policy.train_latent import (
         action_accuracy,
+        action_pair_diagnostics,
         choose_latent_delay,
         delayed_latents,
         finetune_policy,
@@ -140,10 +149,12 @@ def run(args) -> dict:
         prev_map_accuracy,
         previous_actions,
         recalibrate_latent_norm,
+        relabel_actions,
         select_labelled,
         select_labelled_pairs,
         train_lam,
         train_policy,
+        window_offsets,
     )
     from playworld.train.loop import TrainConfig
     from playworld.utils import atomic_write_json
@@ -169,8 +180,10 @@ def run(args) -> dict:
     # 2. the latent action model, trained on all the video without actions
     t0 = time.perf_counter()
     lam_dir = args.lam or out / "lam"
-    if args.adapt == "finetune" and args.map_prev_action:
-        raise PlayworldError("--map-prev-action fits a map; --adapt finetune uses none. Pass one of them.")
+    if args.adapt != "map" and args.map_prev_action:
+        raise PlayworldError(f"--map-prev-action fits Genie's map; --adapt {args.adapt} uses its own. Pass one of them.")
+    if args.adapt == "relabel":
+        window_offsets(args.map_window)  # fails early
     ft_budget = finetune_train_config(policy_train_config(args, 0), args.finetune_steps, args.finetune_lr)  # fails early
     if args.oracle_only:
         return run_oracles(args, data, style)
@@ -203,13 +216,13 @@ def run(args) -> dict:
         "map_accuracy_all_labels": round(latent_map_accuracy(full_map, latent, train.real), 4),
         "majority_action_share": round(float(np.bincount(train.real).max() / len(train.real)), 4),
         "latent_histogram": np.bincount(latent, minlength=num_latent).tolist(),
+        # a code near-independent of a_t may still hold (a_t, a_t-1): a move relative to the last one
+        **action_pair_diagnostics(latent, train),
     }
     prev_all = previous_actions(train) if args.map_prev_action else None
     if args.map_prev_action:  # the previous real action alone, and with the latent (all labels)
         prev_map = fit_prev_action_map(latent, prev_all, train.real, num_latent, num_actions, full_map)
         lam_quality.update({
-            "nmi_latent_prev_real": round(normalized_mutual_info(latent * num_actions + prev_all, train.real), 4),
-            "nmi_prev_real": round(normalized_mutual_info(prev_all, train.real), 4),
             "prev_map_accuracy_all_labels": round(prev_map_accuracy(prev_map, latent, prev_all, train.real), 4),
             "prev_action_only_accuracy": round(latent_map_accuracy(
                 fit_action_map(prev_all, train.real, num_actions, num_actions), prev_all, train.real), 4),
@@ -261,56 +274,69 @@ def run(args) -> dict:
         return scores[key]
 
     # 5. the sweep
-    lkey = "latent" if args.adapt == "map" else "finetune"  # score keys: a map and a fine-tune never mix
+    lkey = {"map": "latent", "finetune": "finetune", "relabel": "relabel"}[args.adapt]  # score keys never mix
     val_acc: dict[str, dict[str, list[float]]] = {}
     map_acc: dict[str, list[float]] = {}
     delays: dict[str, list[int]] = {}
     for seed in args.seeds:
         latent_cfg = LatentPolicyConfig.preset(args.policy_preset, target="latent", **base)
+        oracle_cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", **base)
         for k in ks:
             labelled = select_labelled(len(train), k, seed, f"the expert transitions of {data}")
-            if args.map_prev_action:  # the map's K labels: K/2 pairs (t-1, t); the oracle keeps its K
-                pair_targets, map_labelled = select_labelled_pairs(train, k, seed, f"the expert transitions of {data}")
-            else:
-                map_labelled = labelled
-            # The labels also say which step's latent action shows the decision (Pong: one later).
-            d = choose_latent_delay(train, latent, map_labelled, num_latent, num_actions) if args.latent_delay < 0 \
-                else args.latent_delay
-            delays.setdefault(str(k), []).append(d)
-            idx, z = delayed_latents(train, latent, d, map_labelled)
-            amap = fit_action_map(z, train.real[idx], num_latent, num_actions)
-            all_idx, all_z = delayed_latents(train, latent, d)
-            if args.map_prev_action:
-                pidx, pz = delayed_latents(train, latent, d, pair_targets)
-                amap = fit_prev_action_map(pz, prev_all[pidx], train.real[pidx], num_latent, num_actions, amap)
-                acc = prev_map_accuracy(amap, all_z, prev_all[all_idx], train.real[all_idx])
-            else:
-                acc = latent_map_accuracy(amap, all_z, train.real[all_idx])
-            map_acc.setdefault(str(k), []).append(acc)
-            name = "latent" if d == 0 else f"latent-delay{d}"
-            latent_net = trained(out / f"seed{seed}" / name, latent_cfg, train.subset(all_idx), all_z, seed)
             sub = train.subset(labelled)
-            if args.adapt == "finetune":  # LAPA: the latent policy's trunk, fine-tuned on the oracle's K labels
-                folder = out / f"seed{seed}" / f"{name}-finetune-K{k}"
-                if (folder / "model.safetensors").exists() and (folder / "train_summary.json").exists():
-                    ft_net = LatentPolicyNet.from_pretrained(folder)
-                else:
-                    t0 = time.perf_counter()
-                    ft_cfg = finetune_train_config(tcfg(seed), args.finetune_steps, args.finetune_lr)
-                    ft_net = finetune_policy(latent_net, sub, folder, ft_cfg, resume=(folder / "checkpoints").exists())
-                    timed("finetune_s", t0)
-                score(f"finetune/K={k}/seed={seed}", lambda net=ft_net: LatentActionPolicy(net))
+            if args.adapt == "relabel":  # map before cloning: the window map relabels the video, a policy clones it
+                pseudo, _ = relabel_actions(train, latent, train, latent, labelled, num_latent, num_actions,
+                                            args.map_window)
+                map_acc.setdefault(str(k), []).append(float((pseudo == train.real).mean()))
+                delays.setdefault(str(k), []).append(0)
+                rl_net = trained(out / f"seed{seed}" / f"relabel-W{args.map_window}-K{k}", oracle_cfg, train, pseudo,
+                                 seed)
+                score(f"relabel/K={k}/seed={seed}", lambda net=rl_net: LatentActionPolicy(net))
                 if len(val):
                     val_acc.setdefault(str(k), {}).setdefault("latent", []).append(
-                        accuracy(f"val_accuracy/finetune/K={k}/seed={seed}", ft_net))
+                        accuracy(f"val_accuracy/relabel/K={k}/seed={seed}", rl_net))
             else:
-                score(f"latent/K={k}/seed={seed}", lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
+                if args.map_prev_action:  # the map's K labels: K/2 pairs (t-1, t); the oracle keeps its K
+                    pair_targets, map_labelled = select_labelled_pairs(train, k, seed, f"the expert transitions of {data}")
+                else:
+                    map_labelled = labelled
+                # The labels also say which step's latent action shows the decision (Pong: one later).
+                d = choose_latent_delay(train, latent, map_labelled, num_latent, num_actions) if args.latent_delay < 0 \
+                    else args.latent_delay
+                delays.setdefault(str(k), []).append(d)
+                idx, z = delayed_latents(train, latent, d, map_labelled)
+                amap = fit_action_map(z, train.real[idx], num_latent, num_actions)
+                all_idx, all_z = delayed_latents(train, latent, d)
+                if args.map_prev_action:
+                    pidx, pz = delayed_latents(train, latent, d, pair_targets)
+                    amap = fit_prev_action_map(pz, prev_all[pidx], train.real[pidx], num_latent, num_actions, amap)
+                    acc = prev_map_accuracy(amap, all_z, prev_all[all_idx], train.real[all_idx])
+                else:
+                    acc = latent_map_accuracy(amap, all_z, train.real[all_idx])
+                map_acc.setdefault(str(k), []).append(acc)
+                name = "latent" if d == 0 else f"latent-delay{d}"
+                latent_net = trained(out / f"seed{seed}" / name, latent_cfg, train.subset(all_idx), all_z, seed)
+                if args.adapt == "finetune":  # LAPA: the latent policy's trunk, fine-tuned on the oracle's K labels
+                    folder = out / f"seed{seed}" / f"{name}-finetune-K{k}"
+                    if (folder / "model.safetensors").exists() and (folder / "train_summary.json").exists():
+                        ft_net = LatentPolicyNet.from_pretrained(folder)
+                    else:
+                        t0 = time.perf_counter()
+                        ft_cfg = finetune_train_config(tcfg(seed), args.finetune_steps, args.finetune_lr)
+                        ft_net = finetune_policy(latent_net, sub, folder, ft_cfg, resume=(folder / "checkpoints").exists())
+                        timed("finetune_s", t0)
+                    score(f"finetune/K={k}/seed={seed}", lambda net=ft_net: LatentActionPolicy(net))
+                    if len(val):
+                        val_acc.setdefault(str(k), {}).setdefault("latent", []).append(
+                            accuracy(f"val_accuracy/finetune/K={k}/seed={seed}", ft_net))
+                else:
+                    score(f"latent/K={k}/seed={seed}",
+                          lambda amap=amap, net=latent_net: LatentActionPolicy(net, action_map=amap))
             if args.latent_only:
                 continue
-            oracle_cfg = LatentPolicyConfig.preset(args.policy_preset, target="real", **base)
             oracle = trained(out / f"seed{seed}" / f"oracle-K{k}", oracle_cfg, sub, sub.real, seed)
             score(f"oracle/K={k}/seed={seed}", lambda oracle=oracle: LatentActionPolicy(oracle))
-            if args.adapt == "finetune" and len(val):
+            if args.adapt != "map" and len(val):
                 val_acc.setdefault(str(k), {}).setdefault("oracle", []).append(
                     accuracy(f"val_accuracy/oracle/K={k}/seed={seed}", oracle))
     if args.latent_only:
@@ -345,6 +371,7 @@ def run(args) -> dict:
         "rgb": args.rgb, "map_prev_action": args.map_prev_action, "adapt": args.adapt, "sticky": args.sticky,
         "finetune_steps": ft_budget.steps if args.adapt == "finetune" else None,
         "finetune_lr": ft_budget.lr if args.adapt == "finetune" else None, "val_transitions": len(val),
+        "map_window": args.map_window if args.adapt == "relabel" else None,
         "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
         "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
         "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
@@ -407,16 +434,24 @@ def policy_train_config(args, seed: int):
                        ckpt_every=args.policy_steps, num_workers=0, progress=False, seed=seed)
 
 
+def pair_nmi(r: dict) -> str:
+    """The header's note on what the code holds of the previous action (absent in results written before it existed)."""
+    q = r["lam_quality"]
+    if "nmi_latent_action_pair" not in q:
+        return ""
+    return f" (with (a_t, a_t-1): {q['nmi_latent_action_pair']}; with a_t-1: {q['nmi_latent_prev_action']})"
+
+
 def markdown_table(r: dict) -> str:
-    if r.get("adapt") == "finetune":
+    if r.get("adapt") in ("finetune", "relabel"):
         return finetune_table(r)
     lines = [
         f"# Latent-action BC vs oracle BC on {r['game']} ({len(r['seeds'])} seeds x {r['episodes']} episodes, "
         f"<= {r['max_steps']} steps)",
         "",
         f"Expert {r['expert']['mean_return']:+.1f}, random {r['random']['mean_return']:+.1f}; "
-        f"{r['train_transitions']} expert transitions; LAM: NMI(latent, real) {r['lam_quality']['nmi_latent_real']}, "
-        f"map accuracy with all labels {r['lam_quality']['map_accuracy_all_labels']} "
+        f"{r['train_transitions']} expert transitions; LAM: NMI(latent, real) {r['lam_quality']['nmi_latent_real']}"
+        f"{pair_nmi(r)}, map accuracy with all labels {r['lam_quality']['map_accuracy_all_labels']} "
         f"(majority action {r['lam_quality']['majority_action_share']})."
         + (f" Map on (latent, previous action): NMI {r['lam_quality']['nmi_latent_prev_real']}, accuracy with all "
            f"labels {r['lam_quality']['prev_map_accuracy_all_labels']} (previous action alone "
@@ -443,7 +478,9 @@ def markdown_table(r: dict) -> str:
 
 
 def finetune_table(r: dict) -> str:
-    """The table of an ``--adapt finetune`` sweep: returns per seed and open-loop accuracy on held-out episodes."""
+    """The table of an ``--adapt finetune`` or ``relabel`` sweep: returns per seed, open-loop accuracy on held-out
+    episodes (and, relabelling, how often the relabelled action is the true one)."""
+    relabel = r.get("adapt") == "relabel"
 
     def cell(m: dict) -> str:
         per = ", ".join(f"{v:g}" for v in m["per_seed"])
@@ -453,30 +490,40 @@ def finetune_table(r: dict) -> str:
         return f"{np.mean(m['val_accuracy']):.3f}" if m.get("val_accuracy") else "-"
 
     sticky = f", sticky actions {r['sticky']}" if r.get("sticky") else ""
+    if relabel:
+        title, name = "Relabelled video (map before cloning) vs oracle BC", "relabelled-video policy"
+        how = (f"Relabelling: the oracle's K labels fit a map from {r['map_window']} consecutive latent actions to the "
+               f"real action, it relabels every expert transition, and a policy clones them ({r['policy_steps']} steps, "
+               "the oracle's net and budget); the oracle: the same from scratch on the K labels.")
+    else:
+        title, name = "LAPA-style fine-tuned latent policy vs oracle BC", "fine-tuned latent policy"
+        how = (f"Fine-tuning: the latent policy's trunk + a fresh real-action head, the whole net trained "
+               f"{r['finetune_steps']} steps at lr {r['finetune_lr']:g} on the oracle's K labels; the oracle: "
+               f"{r['policy_steps']} steps from scratch on them.")
     lines = [
-        f"# LAPA-style fine-tuned latent policy vs oracle BC on {r['game']} ({len(r['seeds'])} seeds x "
-        f"{r['episodes']} episodes, <= {r['max_steps']} steps{sticky})",
+        f"# {title} on {r['game']} ({len(r['seeds'])} seeds x {r['episodes']} episodes, <= {r['max_steps']} steps{sticky})",
         "",
         f"Expert {r['expert']['mean_return']:+.1f}, random {r['random']['mean_return']:+.1f}; "
         f"{r['train_transitions']} expert transitions ({r['val_transitions']} held out); LAM: NMI(latent, real) "
-        f"{r['lam_quality']['nmi_latent_real']}. Fine-tuning: the latent policy's trunk + a fresh real-action head, "
-        f"the whole net trained {r['finetune_steps']} steps at lr {r['finetune_lr']:g} on the oracle's K labels; the "
-        f"oracle: {r['policy_steps']} steps from scratch on them.",
+        f"{r['lam_quality']['nmi_latent_real']}{pair_nmi(r)}. {how}",
         "",
-        "| K labels | fine-tuned latent policy: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. "
-        "| oracle BC: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. |",
-        "|---|---|---|---|---|---|---|",
+        f"| K labels | {name}: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. "
+        + ("| relabel acc. " if relabel else "")
+        + "| oracle BC: return [95% CI] (per seed) | norm. (oracle-all / expert) | held-out acc. |",
+        "|---|---|---|---|" + ("---|" if relabel else "") + "---|---|---|",
     ]
     for row in r["rows"]:
         la, orc = row["latent"], row["oracle"]
         lines.append(
             f"| {row['K']} | {cell(la)} | {la['normalized_vs_oracle_all']:.2f} / {la['normalized_vs_expert']:.2f} | "
-            f"{acc(la)} | {cell(orc)} | {orc['normalized_vs_oracle_all']:.2f} / {orc['normalized_vs_expert']:.2f} | "
-            f"{acc(orc)} |"
+            f"{acc(la)} | " + (f"{row['map_accuracy']:.3f} | " if relabel else "")
+            + f"{cell(orc)} | {orc['normalized_vs_oracle_all']:.2f} / {orc['normalized_vs_expert']:.2f} | {acc(orc)} |"
         )
     lines += ["", "normalised = (return - random) / (reference - random), reference = the oracle with all labels "
               "(nan when it is no better than random) or the expert; held-out acc. = open-loop accuracy of the greedy "
-              "action on the expert episodes of the val split (mean over seeds).", ""]
+              "action on the expert episodes of the val split (mean over seeds)"
+              + ("; relabel acc. = how often the relabelled action is the true one, over all expert transitions "
+                 "(a diagnostic: the true actions are read only for it)." if relabel else "."), ""]
     return "\n".join(lines)
 
 

@@ -192,6 +192,33 @@ def test_prev_action_map_separates_momentum():
     assert (sparse == np.repeat(fb, 3).reshape(5, 3)).sum() >= 14  # only the one seen pair may differ
 
 
+def test_action_pair_diagnostics_see_a_code_relative_to_the_last_action():
+    """A code that says "same action as last step / another one" (what a LAM whose decoder sees the past can
+    learn on Breakout) is independent of a_t and of a_(t-1) alone, but not of their pair; a code equal to a_t
+    scores 1 on a_t. The NMIs must tell the two apart; bad input is refused."""
+    from playworld.eval.metrics import normalized_mutual_info
+    from playworld.policy.train_latent import Transitions, action_pair_diagnostics
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 3, 3000)
+    tr = Transitions(None, np.zeros(3000, np.int64), np.arange(3000), a)
+    prev = np.r_[0, a[:-1]]
+    relative = (a == prev).astype(np.int64)
+    rel = action_pair_diagnostics(relative, tr)
+    assert rel["nmi_latent_prev_action"] < 0.01 and rel["nmi_prev_real"] < 0.01
+    assert normalized_mutual_info(relative, a) < 0.01  # what nmi_latent_real reports: nothing
+    assert rel["nmi_latent_action_pair"] > 0.3  # the pair holds it
+    assert rel["nmi_latent_prev_real"] > 0.3  # with the previous action, the relative code says much of a_t
+    exact = action_pair_diagnostics(a, tr)
+    assert exact["nmi_latent_prev_real"] > 0.6 and exact["nmi_latent_prev_action"] < 0.01
+    assert set(rel) == set(exact) == {"nmi_latent_prev_action", "nmi_latent_action_pair", "nmi_latent_prev_real",
+                                      "nmi_prev_real"}
+    with pytest.raises(PlayworldError, match="one latent per transition"):
+        action_pair_diagnostics(a[:10], tr)
+    with pytest.raises(PlayworldError, match="without real actions"):
+        action_pair_diagnostics(a, Transitions(None, tr.episode, tr.t, None))
+
+
 def test_policy_with_a_prev_action_map_feeds_back_its_own_action():
     from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
 
@@ -234,6 +261,8 @@ def test_benchmark_diff_lam_and_prev_action_map(tmp_path, one_thread):
     assert 0 <= q["prev_map_accuracy_all_labels"] <= 1 and "nmi_latent_prev_real" in q and res["map_prev_action"]
     assert all(0 <= r["map_accuracy"] <= 1 for r in res["rows"])
     assert "previous action" in (out / "latent_bc.md").read_text()
+    assert 0 <= q["nmi_latent_action_pair"] <= 1 and 0 <= q["nmi_latent_prev_action"] <= 1
+    assert f"with (a_t, a_t-1): {q['nmi_latent_action_pair']}" in (out / "latent_bc.md").read_text()
 
 
 def test_train_lam_command_exposes_the_options(tmp_path, one_thread):

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from playworld.data.format import DatasetWriter
-from playworld.data.synthetic import make_sprites_dataset
 from playworld.errors import PlayworldError
 from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
 from playworld.policy.train_latent import (
@@ -26,7 +25,6 @@ from playworld.policy.train_latent import (
     train_policy,
 )
 from playworld.train.loop import TrainConfig
-from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -122,20 +120,6 @@ def test_finetune_budget_defaults_to_the_base_and_refuses_bad_values(tmp_path):
     unlabelled = dataclasses.replace(train.subset(np.arange(4)), real=None)
     with pytest.raises(PlayworldError, match="fine-tuning needs labelled transitions"):
         finetune_policy(pre, unlabelled, tmp_path / "ft", TRAIN)
-
-
-@pytest.fixture(scope="module")
-def sprites(tmp_path_factory) -> Path:
-    return make_sprites_dataset(tmp_path_factory.mktemp("data") / "sprites", episodes=6, length=30, size=32)
-
-
-@pytest.fixture(scope="module")
-def lam_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lam") / "lam"
-    torch.manual_seed(0)
-    LatentActionModel(LatentActionConfig(image_size=(32, 32), patch_size=8, dim=32, enc_depth=1, dec_depth=1, head_dim=16,
-                                         num_actions=4, code_dim=8)).save_pretrained(out)
-    return out
 
 
 def test_command_adapt_finetune_writes_a_real_action_policy(sprites, lam_dir, tmp_path):

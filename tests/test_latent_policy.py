@@ -37,11 +37,6 @@ LAM = dict(image_size=(32, 32), patch_size=8, dim=32, enc_depth=1, dec_depth=1, 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def sprites(tmp_path_factory) -> Path:
-    return make_sprites_dataset(tmp_path_factory.mktemp("data") / "sprites", episodes=6, length=30, size=32)
-
-
 # -- the latent -> real map -------------------------------------------------------------------------
 
 
@@ -369,6 +364,8 @@ def test_tiny_pipeline_end_to_end_produces_the_table(tmp_path):
                  "--batch-size", "8", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "policy" / "latent_policy.json").read_text())
     assert summary["labels"] == 20 and len(summary["action_map"]) == 8 and summary["latent_delay"] in (0, 1, 2)
+    assert all(0 <= summary[k] <= 1 for k in ("nmi_latent_action_pair", "nmi_latent_prev_action",
+                                               "nmi_latent_prev_real", "nmi_prev_real"))
     assert main(["eval", "latent-policy", "--policy", str(tmp_path / "policy"), "--episodes", "1", "--max-steps", "10",
                  "--out", str(tmp_path / "eval.json")]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["policy_score"]["steps"] == [10]

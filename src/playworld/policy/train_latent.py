@@ -315,6 +315,113 @@ def prev_map_accuracy(amap: np.ndarray, latent: np.ndarray, prev: np.ndarray, re
     return float((np.asarray(amap)[latent, prev] == real).mean())
 
 
+MAX_MAP_WINDOW = 5
+"""Largest ``--map-window``: the window map has (|A| + 1) ** window cells (8 codes, window 5: 59,049)."""
+
+
+def window_offsets(window: int) -> list[int]:
+    """The steps a window map reads around transition t: 1 -> [0], 2 -> [-1, 0], 3 -> [-1, 0, 1], 4 -> [-2..1], 5 -> [-2..2]."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 1 <= window <= MAX_MAP_WINDOW:
+        raise PlayworldError(f"--map-window must be an integer from 1 to {MAX_MAP_WINDOW}, got {window!r}.")
+    return list(range(-(window // 2), window - window // 2))
+
+
+def window_keys(tr: Transitions, latent: np.ndarray, num_latent: int, window: int) -> np.ndarray:
+    """One id per transition for the ``window`` consecutive latent actions around it (:func:`window_offsets`).
+
+    Digit j (base ``num_latent + 1``) is the latent of transition t + offset_j of the same episode, or
+    ``num_latent`` ("none") where that transition is not in ``tr`` (an episode's edges). int64 ``(N,)``.
+    """
+    latent = np.asarray(latent, np.int64)
+    if len(latent) != len(tr):
+        raise PlayworldError(f"window keys need one latent per transition, got {len(latent)} for {len(tr)}.")
+    base, n = num_latent + 1, len(tr)
+    keys = np.zeros(n, np.int64)
+    for j, off in enumerate(window_offsets(window)):
+        idx = np.arange(n) + off
+        ok = (idx >= 0) & (idx < n)
+        ok[ok] = (tr.episode[idx[ok]] == tr.episode[ok]) & (tr.t[idx[ok]] == tr.t[ok] + off)
+        digit = np.full(n, num_latent, np.int64)
+        digit[ok] = latent[idx[ok]]
+        keys += digit * base**j
+    return keys
+
+
+def fit_window_map(keys: np.ndarray, latent: np.ndarray, real: np.ndarray, num_latent: int, num_actions: int,
+                   window: int) -> np.ndarray:
+    """A map from ``window`` consecutive latent actions (:func:`window_keys`) to the real action at t.
+
+    Majority vote per window over the labelled transitions (``keys``, their own latents ``latent`` and real
+    actions ``real``), as Genie's map; a window never seen takes Genie's map of its middle latent z_t. Returns
+    int64 ``((num_latent + 1) ** window,)``: index it with :func:`window_keys`. Why: a LAM whose decoder sees
+    the past can code each move relative to the last one (Breakout: NMI(latent, a_t) 0.04 but 0.28 with
+    (a_t, a_(t-1))), so a_t is spread over consecutive codes; on the video, where every code is known, the
+    codes before and after t read it back (docs/bridge.md, fifth attempt).
+    """
+    offsets = window_offsets(window)
+    base = num_latent + 1
+    size = base**window
+    keys, latent = np.asarray(keys, np.int64), np.asarray(latent, np.int64)
+    if len(keys) != len(latent) or len(keys) != len(real) or len(keys) == 0:
+        raise PlayworldError(f"a window map needs labelled transitions with keys, latents and real actions of one "
+                             f"length, got {len(keys)}, {len(latent)}, {len(real)}.")
+    fallback = fit_action_map(latent, real, num_latent, num_actions)
+    joint = fit_action_map(keys, real, size, num_actions)
+    seen = np.bincount(keys, minlength=size) > 0
+    middle = (np.arange(size) // base ** offsets.index(0)) % base  # z_t of every window (never "none")
+    return np.where(seen, joint, fallback[np.minimum(middle, num_latent - 1)])
+
+
+def relabel_actions(tr: Transitions, latent: np.ndarray, source: Transitions, source_latent: np.ndarray,
+                    labelled: np.ndarray, num_latent: int, num_actions: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map before cloning: the real action of every transition of ``tr`` read off its window of latent actions.
+
+    The map (:func:`fit_window_map`) is fitted on the transitions ``labelled`` (indices into ``source``, whose
+    real actions are known); their windows are read in ``source`` with its latents ``source_latent``, so the
+    neighbours of a labelled transition need latents, not labels. ``tr`` / ``latent``: the video to relabel
+    (may be ``source`` itself). Returns ``(pseudo_actions int64 (N,), window_map)``.
+    """
+    if source.real is None or len(labelled) == 0:
+        raise PlayworldError("relabelling needs labelled transitions with real actions (pass --labels K >= 1).")
+    labelled = np.asarray(labelled, np.int64)
+    source_latent = np.asarray(source_latent, np.int64)
+    lab_keys = window_keys(source, source_latent, num_latent, window)[labelled]
+    wmap = fit_window_map(lab_keys, source_latent[labelled], source.real[labelled], num_latent, num_actions, window)
+    return wmap[window_keys(tr, latent, num_latent, window)], wmap
+
+
+def action_pair_diagnostics(latent: np.ndarray, tr: Transitions) -> dict:
+    """What a latent action holds of a_t, of a_(t-1), and of the pair: NMIs over the transitions ``tr``.
+
+    ``latent`` (N,) is the code of each transition of ``tr`` (which needs real actions). A code can be
+    nearly independent of a_t and of a_(t-1) alone yet hold their *pair*: with momentum the visible
+    move mixes two actions (Breakout: 12.3 a_t + 10.1 a_(t-1) pixels), and a LAM whose decoder sees the
+    past frames can code the move relative to the last one ("same again", "reversed"). Then
+    ``nmi_latent_real`` is near 0 while ``nmi_latent_action_pair`` is not, and a map that also reads
+    the previous action (``fit_prev_action_map``) recovers a_t. Transitions without their predecessor
+    in ``tr`` take a_(t-1) = 0, as :func:`previous_actions` does. Keys:
+
+    - ``nmi_latent_prev_action``: NMI(latent, a_(t-1));
+    - ``nmi_latent_action_pair``: NMI(latent, (a_t, a_(t-1)));
+    - ``nmi_latent_prev_real``: NMI((latent, a_(t-1)), a_t), what the (latent, previous action) map reads;
+    - ``nmi_prev_real``: NMI(a_(t-1), a_t), the same from the previous action alone.
+    """
+    latent = np.asarray(latent, np.int64)
+    if tr.real is None or len(latent) != len(tr) or len(tr) == 0:
+        raise PlayworldError(
+            f"action-pair diagnostics need one latent per transition and real actions; got {len(latent)} latents "
+            f"for {len(tr)} transitions{'' if tr.real is not None else ' without real actions'}."
+        )
+    prev = previous_actions(tr)
+    n = int(max(tr.real.max(), prev.max())) + 1
+    return {
+        "nmi_latent_prev_action": round(normalized_mutual_info(latent, prev), 4),
+        "nmi_latent_action_pair": round(normalized_mutual_info(latent, tr.real * n + prev), 4),
+        "nmi_latent_prev_real": round(normalized_mutual_info(latent * n + prev, tr.real), 4),
+        "nmi_prev_real": round(normalized_mutual_info(prev, tr.real), 4),
+    }
+
+
 def load_lam(path: Path, frame_size: tuple[int, int], device: str = "cpu"):
     from playworld.world.latent_actions import LatentActionModel
 
@@ -457,8 +564,10 @@ class TrainLatentPolicy:
     """Seed of which K transitions are labelled."""
     latent_delay: int | Literal["auto"] = "auto"
     """The decision at step t shows in the latent action of transition t+d (Pong's paddle answers an action a step later); auto: the d in 0..2 that the K labels fit best."""
-    adapt: Literal["map", "finetune"] = "map"
-    """How the K labels ground the latent policy: map = Genie's latent -> real map (majority vote per latent action); finetune = LAPA: a fresh real-action head on the latent policy's trunk (trained into OUT/latent-pretrain), the whole net fine-tuned on the K labelled transitions; OUT then holds a policy that outputs real actions."""
+    adapt: Literal["map", "finetune", "relabel"] = "map"
+    """How the K labels ground the latent policy: map = Genie's latent -> real map (majority vote per latent action); finetune = LAPA: a fresh real-action head on the latent policy's trunk (trained into OUT/latent-pretrain), the whole net fine-tuned on the K labelled transitions; relabel = map before cloning: the K labels fit a map from --map-window consecutive latent actions to the real action, it relabels every video transition, and the policy clones those actions (no latent pretraining). finetune and relabel leave in OUT a policy that outputs real actions."""
+    map_window: int = 3
+    """--adapt relabel: consecutive latent actions the map reads around t (1: z_t, Genie's map; 2: z_t-1, z_t; 3: z_t-1..z_t+1; up to 5); replaces --latent-delay."""
     finetune_steps: int | None = None
     """--adapt finetune: optimiser steps on the K labelled transitions (default: --steps, the budget the oracle gets; same batch size and schedule)."""
     finetune_lr: float | None = None
@@ -469,10 +578,12 @@ class TrainLatentPolicy:
     """Continue an interrupted policy training in --out."""
 
     def run(self) -> Path:
-        if self.adapt not in ("map", "finetune"):
-            raise PlayworldError(f"--adapt must be 'map' or 'finetune', got {self.adapt!r}.")
-        if self.adapt == "finetune" and self.target == "real":
-            raise PlayworldError("--adapt finetune grounds a latent policy; the oracle (--target real) has nothing to adapt.")
+        if self.adapt not in ("map", "finetune", "relabel"):
+            raise PlayworldError(f"--adapt must be 'map', 'finetune' or 'relabel', got {self.adapt!r}.")
+        if self.adapt != "map" and self.target == "real":
+            raise PlayworldError(f"--adapt {self.adapt} grounds latent actions; the oracle (--target real) has nothing to adapt.")
+        if self.adapt == "relabel":
+            window_offsets(self.map_window)  # a bad window fails before anything is trained
         ft_cfg = finetune_train_config(self.train, self.finetune_steps, self.finetune_lr) if self.adapt == "finetune" else None
         train, val = imitation_split(self.data, self.imitate)
         ds = train.dataset
@@ -508,6 +619,13 @@ class TrainLatentPolicy:
             self.out.mkdir(parents=True, exist_ok=True)
             np.savez(self.out / "latent_labels.npz", episode=train.episode, t=train.t, latent=latent,
                      real=train.real if train.real is not None else np.zeros(0, np.int64))
+            summary["lam"] = str(self.lam or self.out / "lam")
+            if self.adapt == "relabel":
+                self._relabel(summary, train, val, latent, source, src_latent, labelled, num_latent, num_actions, base)
+                atomic_write_json(self.out / "latent_policy.json", summary)
+                log.info("relabelled policy written to %s: %s", self.out, {k: v for k, v in summary.items() if k != "data"})
+                print(f"policy in {self.out}; evaluate it: playworld eval latent-policy --policy {self.out}")
+                return self.out
             delay = self.latent_delay
             if delay == "auto":
                 delay = choose_latent_delay(source, src_latent, labelled, num_latent, num_actions)
@@ -520,10 +638,10 @@ class TrainLatentPolicy:
             if train.real is not None:  # how well the map reads all of the video's true actions
                 summary["map_accuracy_train"] = round(latent_map_accuracy(amap, tr_latent, train.real[tr_idx]), 4)
                 summary["nmi_latent_real"] = round(normalized_mutual_info(tr_latent, train.real[tr_idx]), 4)
+                summary.update(action_pair_diagnostics(tr_latent, train.subset(tr_idx)))
             va_idx, va_latent = delayed_latents(val, val_latent, int(delay))
             if val.real is not None and len(va_idx):
                 summary["map_accuracy_val"] = round(latent_map_accuracy(amap, va_latent, val.real[va_idx]), 4)
-            summary["lam"] = str(self.lam or self.out / "lam")
             cfg = LatentPolicyConfig.preset(self.preset, target="latent", num_latent=num_latent,
                                             action_map=amap.tolist(), **base)
             latent_out = self.out if ft_cfg is None else self.out / "latent-pretrain"
@@ -542,6 +660,27 @@ class TrainLatentPolicy:
         log.info("latent policy written to %s: %s", self.out, {k: v for k, v in summary.items() if k != "data"})
         print(f"policy in {self.out}; evaluate it: playworld eval latent-policy --policy {self.out}")
         return self.out
+
+    def _relabel(self, summary: dict, train: Transitions, val: Transitions, latent: np.ndarray, source: Transitions,
+                 src_latent: np.ndarray, labelled: np.ndarray, num_latent: int, num_actions: int, base: dict) -> None:
+        """--adapt relabel: the window map on the K labels relabels the video; the policy clones the result."""
+        pseudo, wmap = relabel_actions(train, latent, source, src_latent, labelled, num_latent, num_actions,
+                                       self.map_window)
+        summary.update(adapt="relabel", map_window=self.map_window,
+                       map_windows_labelled=int(len(np.unique(window_keys(source, src_latent, num_latent,
+                                                                          self.map_window)[labelled]))),
+                       relabelled_histogram=np.bincount(pseudo, minlength=num_actions).tolist(),
+                       window_map=wmap.tolist())
+        if train.real is not None:  # diagnostics only: how often the relabelled action is the true one
+            summary["relabel_accuracy_train"] = round(float((pseudo == train.real).mean()), 4)
+            summary["nmi_latent_real"] = round(normalized_mutual_info(latent, train.real), 4)
+            summary.update(action_pair_diagnostics(latent, train))
+        cfg = LatentPolicyConfig.preset(self.preset, target="real", num_latent=num_latent, **base)
+        val_real = val.real if val.real is not None and len(val) else None
+        net = train_policy(cfg, train, pseudo, self.out, self.train, val if val_real is not None else None, val_real,
+                           resume=self.resume)
+        if val_real is not None:
+            summary["relabel_policy_accuracy_val"] = round(action_accuracy(net, val), 4)
 
     def _lam(self, ds: VideoDataset):
         if self.lam is not None:
