@@ -28,7 +28,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
         rc = main([
             "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
             "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
-            "--threads", "1",
+            "--threads", "1", "--vqa-lexicon",
         ])
         assert torch.get_num_threads() == 1
     finally:
@@ -36,7 +36,10 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     assert rc == 0
     assert {"config.json", "model.safetensors", "action_tokenizer.json"} <= {p.name for p in out.iterdir()}
     # the demos were rendered at 64 px (the model reads 32): evaluation must render at 64 too
-    assert json.loads((out / "config.json").read_text())["camera_size"] == 64
+    config = json.loads((out / "config.json").read_text())
+    assert config["camera_size"] == 64
+    # the lexicon's synonyms are words the tiny model knows, though no demo instruction uses them
+    assert config["vqa_lexicon"] and {"crimson", "scarlet", "block"} <= set(config["vocab"])
     summary = json.loads((out / "train_summary.json").read_text())
     # exact-bin accuracy per action dimension, named after the dataset's action names
     assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)
@@ -154,3 +157,9 @@ def test_plan_location_says_whether_the_plan_points_at_the_named_object(monkeypa
     assert results[1]["episodes"] == 3 and results[1]["nearest_is_named_object"] == 0
     assert results[1]["median_error_cm"] > 5
     assert results[-1] is None  # plans without cells: nothing to score
+
+
+def test_the_vqa_lexicon_needs_vqa(demos, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "1", "--vqa-lexicon"]) == 1
+    assert "--vqa-lexicon" in capsys.readouterr().err and not out.exists()

@@ -127,3 +127,34 @@ def test_image_cells_are_where_the_camera_shows_the_object():
             assert np.abs([cols.mean() - (col + 0.5) * 16, rows.mean() - (row + 0.5) * 16]).max() < 2.0
     finally:
         env.close()
+
+
+def test_the_lexicon_names_objects_with_synonyms_the_robot_data_never_uses():
+    from playworld.envs.tabletop.tasks import COLOR_SYNONYMS, PARAPHRASE_TEMPLATES, SHAPE_SYNONYMS, get_suite
+    from playworld.policy.train_vla import Episode, training_texts
+    from playworld.policy.vqa import scene_from_spec
+
+    assert "lexicon" not in scene_questions(SCENE)
+    lexicon = {qa.question: qa.answer for qa in scene_questions(SCENE, lexicon=True)["lexicon"]}
+    assert lexicon["which object is the crimson block?"] == "red cube"
+    assert lexicon["which object is the blue tin?"] == "blue can"
+    assert "which object is the red cube?" not in lexicon  # only other names for it
+    assert not any("emerald" in q or "lime" in q for q in lexicon)  # two green cubes: ambiguous
+    # sampling reaches the lexicon only when asked to
+    kinds = {qa.kind for s in range(200) for qa in sample_questions(SCENE, np.random.default_rng(s), 2, lexicon=True)}
+    assert "lexicon" in kinds
+    assert not {qa.kind for s in range(200) for qa in sample_questions(SCENE, np.random.default_rng(s), 2)} & {"lexicon"}
+
+    # the training texts: synonyms only with the lexicon, and the held-out verb phrasings never
+    specs = get_suite("seen").episodes(30, seed=0)
+    eps = [Episode(np.zeros((1, 8, 8, 3), np.uint8), None, None, s.instruction, s) for s in specs]
+    synonyms = {w for ws in (*COLOR_SYNONYMS.values(), *SHAPE_SYNONYMS.values()) for w in ws}
+    plain = set(" ".join(training_texts(eps)).split())
+    wide = set(" ".join(training_texts(eps, lexicon=True)).replace("?", " ").split())
+    assert not plain & synonyms
+    present = {w for s in specs for o in scene_from_spec(s).objects for w in (*COLOR_SYNONYMS.get(o.color, ()),
+                                                                              *SHAPE_SYNONYMS.get(o.shape, ()))}
+    assert present and present <= wide
+    held_out_verbs = {"grab", "raise", "shove", "slide", "tidy", "belongs", "beside", "balance"}
+    assert all(v in " ".join(t for ts in PARAPHRASE_TEMPLATES.values() for t in ts) for v in held_out_verbs)
+    assert not wide & held_out_verbs

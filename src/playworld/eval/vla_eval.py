@@ -142,7 +142,10 @@ def evaluate_suite(
     try:
         for k, spec in enumerate(specs):
             obs, info = env.reset(options={"episode": spec})
-            qas = sample_questions(scene_from_env(env), rng, vqa_per_episode) if vqa_per_episode else []
+            qas = []
+            if vqa_per_episode:  # with the lexicon's questions if the model was taught them
+                lexicon = policy.model.config.vqa_lexicon
+                qas = sample_questions(scene_from_env(env), rng, vqa_per_episode, lexicon=lexicon)
             if vqa_per_episode:
                 qas.append(plan_question(spec))
             for qa in qas:

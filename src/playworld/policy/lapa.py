@@ -180,7 +180,8 @@ def init_from_checkpoint(
         )
     if old.backbone == "tiny":
         known = set(old.vocab)
-        texts = training_texts(episodes, changes.get("plan_locate", ""), old.image_size // old.tiny_patch)
+        texts = training_texts(episodes, changes.get("plan_locate", ""), old.image_size // old.tiny_patch,
+                               changes.get("vqa_lexicon", old.vqa_lexicon))
         missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)
         if missing:
             raise PlayworldError(

@@ -179,7 +179,8 @@ class VLADataset(Dataset):
             t = int(rng.integers(len(ep.frames)))
         else:
             t = 0 if rng.random() < 0.5 else int(rng.integers(len(ep.frames)))
-            qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0)[0]
+            qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0,
+                                  lexicon=self.model.config.vqa_lexicon)[0]
         return e, t, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -197,10 +198,11 @@ class VLADataset(Dataset):
         return item
 
 
-def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8) -> list[str]:
+def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8, lexicon: bool = False) -> list[str]:
     """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
     ``plan_locate``: plans that say where things are (``VLAConfig.plan_locate``; ``"image"``:
-    also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not)."""
+    also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not); ``lexicon``:
+    the VQA lexicon's questions too (``VLAConfig.vqa_lexicon``)."""
     texts = [" ".join(image_cell_word(r, c) for r in range(grid) for c in range(grid))] if plan_locate == "image" else []
     for ep in episodes:
         texts.append(robot_prompt(ep.instruction))
@@ -208,7 +210,7 @@ def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8
             texts.append(f" Plan: {plan_text(ep.spec, plan_locate, grid)}. Action:")
             qa = plan_question(ep.spec)
             texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
-            for qas in scene_questions(scene_from_spec(ep.spec)).values():
+            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon).values():
                 texts += [f"{vqa_prompt(q.question)} {q.answer}" for q in qas]
     return texts
 
@@ -227,7 +229,8 @@ def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
             a = max(a, cfg.latent_action_len)
         longest = max(longest, p + a)
         if ep.spec is not None:
-            qas = [q for qs in scene_questions(scene_from_spec(ep.spec)).values() for q in qs] + [plan_question(ep.spec)]
+            by_kind = scene_questions(scene_from_spec(ep.spec), lexicon=cfg.vqa_lexicon)
+            qas = [q for qs in by_kind.values() for q in qs] + [plan_question(ep.spec)]
             for q in qas:
                 longest = max(longest, len(model.encode_text(vqa_prompt(q.question))) + len(model.answer_target_ids(q.answer)))
     return longest
@@ -245,7 +248,8 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
         fields["backbone"] = backbone
     if backbone == "tiny":
         grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
-        fields["vocab"] = tuple(WordTokenizer.build(training_texts(episodes, fields.get("plan_locate", ""), grid)).vocab)
+        texts = training_texts(episodes, fields.get("plan_locate", ""), grid, fields.get("vqa_lexicon", False))
+        fields["vocab"] = tuple(WordTokenizer.build(texts).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
     need = max_example_tokens(model, episodes, plan)
@@ -276,6 +280,8 @@ class TrainVLA:
     """The plan also says where each thing it names is (a grounded chain of thought, ECoT-style); implies --plan. table: its 2 cm cell in the robot's frame ("at x 7 y 12"); image (tiny): the fixed camera's image token showing it ("at cellcf"), a word tied to that token's position; empty: no."""
     cell_pointer: bool = False
     """With --plan-locate image: the cell words' logits point at the image tokens (a pointer over the fixed camera's tokens) instead of coming from fixed output embeddings."""
+    vqa_lexicon: bool = False
+    """Co-fine-tuning's VQA also names objects with colour/shape synonyms the robot demos never use ("which object is the scarlet box?" -> red cube): web-like breadth of vocabulary, so that words seen only in VQA can reach the actions; needs --robot-fraction < 1."""
     point_loss: float = 0.0
     """With --plan-locate image: weight of an auxiliary pointing loss (the hidden state writing a cell word must point at that image token); 0 = off."""
     episodes: int = 0
@@ -348,6 +354,8 @@ class TrainVLA:
             )
         if self.plan_locate:
             self.plan = True
+        if self.vqa_lexicon and self.robot_fraction == 1:
+            raise PlayworldError("--vqa-lexicon adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.latent_lam is not None and self.plan:
             raise PlayworldError("--plan needs the episodes' plans as answers; LAPA pretraining (--latent-lam) writes latent tokens. Drop one.")
 
@@ -387,6 +395,8 @@ class TrainVLA:
         overrides["plan_locate"] = self.plan_locate
         overrides["point_loss"] = self.point_loss
         overrides["cell_pointer"] = self.cell_pointer
+        if self.vqa_lexicon or self.init is None:
+            overrides["vqa_lexicon"] = self.vqa_lexicon
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):

@@ -147,6 +147,10 @@ class VLAConfig(ModelConfig):
     state that writes a cell word must point at that image token: a softmax over the fixed
     camera's image tokens of its dot product with their last hidden states, with cross-entropy
     on the named one (supervised pointing; 0 = off, the words alone)."""
+    vqa_lexicon: bool = False
+    """Co-fine-tuned with the VQA lexicon (``vqa.scene_questions(lexicon=True)``): questions that
+    name objects with colour/shape synonyms the robot demonstrations never use, the stand-in for
+    the breadth of web data (their words are in a tiny model's vocabulary)."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
     prefix_lm: bool = False

@@ -24,6 +24,13 @@ object the instruction means, so they also teach the chain-of-thought variant (`
 smallest x. Position questions need positions that match the image: a :class:`Scene` built
 from an episode spec is exact for the episode's first frame; :func:`scene_from_env` reads the
 simulator now.
+
+The lexicon (``lexicon=True``, ``--vqa-lexicon``) widens the "web data" the way real web text is
+wider than robot data: it names objects with colour and shape synonyms the robot
+demonstrations never use ("which object is the scarlet box?" -> red cube), so that words known
+only from vision-language data can reach the actions (RT-2's transfer, in miniature). The verb
+paraphrases of the ``unseen-instructions`` suite and its spatial references are in no
+training text.
 """
 
 from __future__ import annotations
@@ -35,7 +42,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from playworld.envs.tabletop.scene import SHAPES
-from playworld.envs.tabletop.tasks import NUMBER_WORDS, SPAWN_X, SPAWN_Y, EpisodeSpec
+from playworld.envs.tabletop.tasks import (
+    COLOR_SYNONYMS,
+    NUMBER_WORDS,
+    SHAPE_SYNONYMS,
+    SPAWN_X,
+    SPAWN_Y,
+    EpisodeSpec,
+)
 
 #: Objects closer than this (metres) along an axis are not called left/right of each other.
 SIDE_MARGIN = 0.04
@@ -214,11 +228,13 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def scene_questions(scene: Scene, spatial: bool = True) -> dict[str, list[QA]]:
+def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False) -> dict[str, list[QA]]:
     """Every question this scene answers unambiguously, grouped by kind.
 
     ``spatial=False`` leaves out questions about where objects are (for frames in which objects
-    may have moved since the scene was read)."""
+    may have moved since the scene was read). ``lexicon=True`` adds the kind "lexicon": which
+    object a name made of colour/shape synonyms means ("which object is the crimson block?" ->
+    red cube), for every object whose name is unique in the scene."""
     objs = scene.objects
     by_kind: dict[str, list[QA]] = {}
 
@@ -244,6 +260,14 @@ def scene_questions(scene: Scene, spatial: bool = True) -> dict[str, list[QA]]:
                 add("exists", f"is there a {color} {shape} on the table?", "no")
     if scene.tray is not None:
         add("tray", "what colour is the tray?", scene.tray[0])
+    if lexicon:
+        for o in objs:
+            if sum(p.name == o.name for p in objs) > 1:
+                continue
+            for color in (o.color, *COLOR_SYNONYMS.get(o.color, ())):
+                for shape in (o.shape, *SHAPE_SYNONYMS.get(o.shape, ())):
+                    if (color, shape) != (o.color, o.shape):
+                        add("lexicon", f"which object is the {color} {shape}?", o.name)
     if scene.markers:
         glyphs = sorted(g for g, _ in scene.markers)
         add("symbols", "which symbols are on the table?", " ".join(glyphs).lower())
@@ -283,10 +307,11 @@ def scene_questions(scene: Scene, spatial: bool = True) -> dict[str, list[QA]]:
     return by_kind
 
 
-def sample_questions(scene: Scene, rng: np.random.Generator, n: int = 1, spatial: bool = True) -> list[QA]:
+def sample_questions(scene: Scene, rng: np.random.Generator, n: int = 1, spatial: bool = True,
+                     lexicon: bool = False) -> list[QA]:
     """``n`` questions (distinct when possible): a kind chosen uniformly, then a question of it,
     so frequent kinds (existence) do not crowd out rare ones (spatial)."""
-    by_kind = scene_questions(scene, spatial)
+    by_kind = scene_questions(scene, spatial, lexicon)
     kinds = sorted(by_kind)
     out: list[QA] = []
     for _ in range(max(n * 4, n)):
