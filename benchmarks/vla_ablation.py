@@ -14,6 +14,19 @@ Three arms, each trained with ``playworld train vla`` and evaluated with ``playw
 - ``co-fine-tune`` pretrained backbone (LoRA), robot data + VQA about the same scenes
                    (``--robot-fraction 0.5``; RT-2 used ~50-66% robot data).
 
+``--backbone tiny`` runs the ablation at CPU size, where the pretrained part is the vision
+encoder only: ``scratch`` is the tiny model with its conv encoder trained from scratch, the
+other two arms use the frozen ImageNet EfficientNet-lite0 (``--tiny-vision efficientnet``), and
+``--vqa-lexicon`` gives the co-fine-tune arm's VQA the synonyms the robot data lacks (the
+breadth of web data; docs/vla.md). The model options (``--image-size``, ``--wrist-size``,
+``--plan-locate``, ``--cell-pointer``) apply to every arm; an arm whose folder already holds a
+model is evaluated, not retrained.
+
+    python benchmarks/vla_ablation.py --backbone tiny --data data/tabletop-pick-dart1500-128w \
+        --out runs/vla-ablation-tiny --image-size 128 --wrist-size 64 --plan-locate image --cell-pointer \
+        --vqa-lexicon --robot-fraction 0.7 --steps 5000 --batch-size 32 --lr 1e-3 --tasks pick \
+        --suites seen unseen-objects unseen-instructions --eval-episodes 50 --max-steps 100 --threads 1
+
 RT-2 reports unseen-average success of 9% / 42-52% / 44-63% for the three. Results go to
 ``<out>/ablation.json`` and a markdown table on stdout: success rate with its 95% interval
 per suite, VQA accuracy, and the validation action-token accuracy at the end of training.
@@ -45,6 +58,13 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=80)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--image-size", type=int, default=0, help="every arm (0: the backbone's default)")
+    ap.add_argument("--wrist-size", type=int, default=0, help="every arm: also read the wrist camera (0: no)")
+    ap.add_argument("--plan-locate", default="", choices=["", "table", "image"], help="every arm: located plans")
+    ap.add_argument("--cell-pointer", action="store_true", help="every arm (with --plan-locate image)")
+    ap.add_argument("--vqa-lexicon", action="store_true", help="the co-fine-tune arm's VQA also uses synonyms")
+    ap.add_argument("--tasks", nargs="+", default=[], help="evaluate only these task families (e.g. pick)")
+    ap.add_argument("--vqa-per-episode", type=int, default=4, help="VQA questions per evaluation episode")
     args = ap.parse_args()
 
     import torch
@@ -57,20 +77,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(), "arms": {}}
+    tiny = args.backbone == "tiny"
     for arm in args.arms:
-        backbone, fraction, scratch = args.backbone, 1.0, False
+        backbone, fraction, scratch, lexicon = args.backbone, 1.0, False, False
+        vision = "efficientnet" if tiny else ""  # tiny: the pretrained part is the vision encoder
         if arm == "scratch":
-            scratch = True
-            if args.scratch_backbone == "tiny":
+            scratch = not tiny
+            if tiny:
+                vision = "conv"
+            elif args.scratch_backbone == "tiny":
                 backbone, scratch = "tiny", False
         elif arm == "co-fine-tune":
-            fraction = args.robot_fraction
+            fraction, lexicon = args.robot_fraction, args.vqa_lexicon
         out = args.out / arm
         start = time.perf_counter()
         if not (out / "model.safetensors").exists():
             TrainVLA(
                 data=args.data, out=out, backbone=backbone, robot_fraction=fraction, from_scratch=scratch,
-                episodes=args.episodes,
+                episodes=args.episodes, tiny_vision=vision if backbone == "tiny" else "", image_size=args.image_size,
+                wrist_size=args.wrist_size, plan_locate=args.plan_locate, cell_pointer=args.cell_pointer,
+                vqa_lexicon=lexicon, threads=args.threads,
                 train=TrainConfig(
                     steps=args.steps, batch_size=args.batch_size, lr=args.lr if backbone != "tiny" else 1e-3,
                     warmup_steps=min(50, args.steps // 10), num_workers=0, eval_every=max(1, args.steps // 4),
@@ -79,26 +105,34 @@ def main() -> None:
             ).run()
         train_s = time.perf_counter() - start
         summary = json.loads((out / "train_summary.json").read_text())
+        config = json.loads((out / "config.json").read_text())
         arm_result = {"backbone": backbone, "from_scratch": scratch, "robot_fraction": fraction,
+                      "tiny_vision": config.get("tiny_vision"), "vqa_lexicon": config.get("vqa_lexicon", False),
                       "train_seconds": train_s, "final_train_logs": summary, "suites": {}}
         for suite in args.suites:
             rep = EvalVLA(policy=out, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,
-                          gif_episodes=1, out=out / "eval").run()
-            arm_result["suites"][suite] = rep["suites"][suite]
+                          gif_episodes=1, out=out / "eval", tasks=tuple(args.tasks), threads=args.threads,
+                          vqa_per_episode=args.vqa_per_episode).run()
+            if suite in rep["suites"]:  # a suite without the --tasks families is skipped
+                arm_result["suites"][suite] = rep["suites"][suite]
         results["arms"][arm] = arm_result
         (args.out / "ablation.json").write_text(json.dumps(results, indent=2))
 
-    print("\n| arm | " + " | ".join(args.suites) + " | VQA (seen) | ctrl Hz |")
-    print("|---|" + "---|" * (len(args.suites) + 2))
+    suites = [s for s in args.suites if all(s in r["suites"] for r in results["arms"].values())]
+    unseen = [s for s in suites if s != "seen"]
+    print("\n| arm | " + " | ".join(suites) + " | unseen average | VQA (first suite) | ctrl Hz |")
+    print("|---|" + "---|" * (len(suites) + 3))
     for arm, r in results["arms"].items():
         cells = []
-        for suite in args.suites:
+        for suite in suites:
             s = r["suites"][suite]
             lo, hi = s["ci95"]
-            cells.append(f"{100 * s['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]")
-        seen = r["suites"][args.suites[0]]
-        vqa = seen["vqa_accuracy"]
-        print(f"| {arm} | " + " | ".join(cells) + f" | {'-' if vqa is None else f'{100 * vqa:.0f}%'} | {seen['control_hz']:.1f} |")
+            cells.append(f"{s['successes']}/{s['episodes']} = {100 * s['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]")
+        avg = sum(r["suites"][s]["success_rate"] for s in unseen) / len(unseen) if unseen else float("nan")
+        first = r["suites"][suites[0]]
+        vqa = first["vqa_accuracy"]
+        print(f"| {arm} | " + " | ".join(cells) + f" | {100 * avg:.0f}% | {'-' if vqa is None else f'{100 * vqa:.0f}%'}"
+              f" | {first['control_hz']:.1f} |")
     print(f"\nwrote {args.out / 'ablation.json'}")
 
 

