@@ -541,3 +541,26 @@ def test_config_validation():
         VLAConfig(action_tokenizer=ActionTokenizer(Q01[:7], Q99[:7]).to_dict())
     with pytest.raises(PlayworldError, match="robot-fraction"):
         VLADataset(_model(), _episodes(), robot_fraction=0.0)
+
+
+def test_vqa_only_scenes_feed_the_vqa_examples_and_their_words_the_vocabulary():
+    from playworld.envs.tabletop.tasks import EpisodeSpec, web_scene_specs
+
+    eps = _episodes(2)
+    scenes = [Episode(np.zeros((1, 32, 32, 3), np.uint8), None, np.zeros((1, 8), np.float32), s.instruction,
+                      s.to_dict()) for s in web_scene_specs(20, seed=3)]
+    vocab = tuple(WordTokenizer.build(training_texts(eps + scenes, plan_locate="image", grid=4, point=True)).vocab)
+    assert {"pink", "cyan", "bar", "shows"} <= set(vocab)
+    model = _model(vocab=vocab, plan=True, plan_locate="image", vqa_scenes=20)
+    ds = VLADataset(model, eps, robot_fraction=0.5, plan=True, seed=0, vqa_scenes=scenes)
+    examples = [ds.example(i) for i in range(ds.n_robot, len(ds))]
+    from_scenes = [(e, p) for e, _, p, _ in examples if e >= len(eps)]
+    assert 0.2 < len(from_scenes) / len(examples) < 0.8  # about SCENE_QUESTION_SHARE
+    # a scene's question is about that scene; pointing questions are among them
+    for e, prompt in from_scenes:
+        spec = EpisodeSpec.from_dict(scenes[e - len(eps)].spec)
+        if m := re.search(r"which image cell shows the (\w+ \w+)\?", prompt):
+            assert m[1] in {o.name for o in spec.objects}
+    assert any("which image cell shows" in p for _, p in from_scenes)
+    item = ds[ds.n_robot + next(i for i, (e, *_) in enumerate(examples) if e >= len(eps))]
+    assert item["image"].shape == (32, 32, 3) and item["state"].shape == (8,)

@@ -28,7 +28,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
         rc = main([
             "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
             "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
-            "--threads", "1", "--vqa-lexicon",
+            "--threads", "1", "--vqa-lexicon", "--vqa-scenes", "6",
         ])
         assert torch.get_num_threads() == 1
     finally:
@@ -40,6 +40,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     assert config["camera_size"] == 64
     # the lexicon's synonyms are words the tiny model knows, though no demo instruction uses them
     assert config["vqa_lexicon"] and {"crimson", "scarlet", "block"} <= set(config["vocab"])
+    assert config["vqa_scenes"] == 6
     summary = json.loads((out / "train_summary.json").read_text())
     # exact-bin accuracy per action dimension, named after the dataset's action names
     assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)
@@ -163,6 +164,8 @@ def test_the_vqa_lexicon_needs_vqa(demos, tmp_path, capsys):
     out = tmp_path / "x"
     assert main(["train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "1", "--vqa-lexicon"]) == 1
     assert "--vqa-lexicon" in capsys.readouterr().err and not out.exists()
+    assert main(["train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "1", "--vqa-scenes", "5"]) == 1
+    assert "--vqa-scenes" in capsys.readouterr().err and not out.exists()
 
 
 def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, tmp_path, capsys, monkeypatch):

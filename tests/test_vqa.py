@@ -158,3 +158,33 @@ def test_the_lexicon_names_objects_with_synonyms_the_robot_data_never_uses():
     held_out_verbs = {"grab", "raise", "shove", "slide", "tidy", "belongs", "beside", "balance"}
     assert all(v in " ".join(t for ts in PARAPHRASE_TEMPLATES.values() for t in ts) for v in held_out_verbs)
     assert not wide & held_out_verbs
+
+
+def test_pointing_questions_name_the_image_token_that_shows_each_object():
+    from playworld.envs.tabletop.scene import SHAPES
+    from playworld.policy.vqa import image_cell, image_cell_word
+
+    assert "point" not in scene_questions(SCENE) and "point" not in scene_questions(SCENE, spatial=False, grid=8)
+    point = {qa.question: qa.answer for qa in scene_questions(SCENE, grid=8)["point"]}
+    assert point["which image cell shows the red cube?"] == image_cell_word(*image_cell((0.40, 0.10), SHAPES["cube"].half_height, 8))
+    assert "which image cell shows the green cube?" not in point  # two of them
+    assert re.fullmatch(r"cell[a-h][a-h]", point["which image cell shows the blue can?"])
+
+
+def test_web_scenes_show_every_object_and_are_not_the_suites_episodes():
+    from playworld.envs.tabletop.tasks import (
+        ALL_COMBOS,
+        HELD_OUT,
+        NEW_DISTRACTORS,
+        get_suite,
+        web_scene_specs,
+    )
+
+    specs = web_scene_specs(300, seed=0)
+    assert specs == web_scene_specs(300, seed=0) and specs[:10] == web_scene_specs(10, seed=0)
+    shown = {(o.color, o.shape) for s in specs for o in s.objects}
+    assert shown <= set(ALL_COMBOS) and set(HELD_OUT) <= shown and len(shown & set(NEW_DISTRACTORS)) >= 10
+    assert all(s.suite == "web" and 3 <= len(s.objects) <= 4 for s in specs)
+    layouts = {tuple(o.xy for o in s.objects) for s in specs}
+    for suite in ("seen", "unseen-objects"):  # no evaluation layout is among them
+        assert not layouts & {tuple(o.xy for o in s.objects) for s in get_suite(suite).episodes(300, seed=1)}

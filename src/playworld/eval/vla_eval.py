@@ -123,6 +123,7 @@ def evaluate_suite(
     (metrics, GIF frames)."""
     from playworld.envs.tabletop import Tabletop, get_suite
     from playworld.eval.metrics import confidence_interval_95
+    from playworld.policy.train_vla import vqa_options
     from playworld.policy.vqa import (
         answers_match,
         located_points,
@@ -143,9 +144,8 @@ def evaluate_suite(
         for k, spec in enumerate(specs):
             obs, info = env.reset(options={"episode": spec})
             qas = []
-            if vqa_per_episode:  # with the lexicon's questions if the model was taught them
-                lexicon = policy.model.config.vqa_lexicon
-                qas = sample_questions(scene_from_env(env), rng, vqa_per_episode, lexicon=lexicon)
+            if vqa_per_episode:  # with the lexicon's and pointing questions if the model was taught them
+                qas = sample_questions(scene_from_env(env), rng, vqa_per_episode, **vqa_options(policy.model))
             if vqa_per_episode:
                 qas.append(plan_question(spec))
             for qa in qas:

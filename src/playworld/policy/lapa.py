@@ -180,8 +180,10 @@ def init_from_checkpoint(
         )
     if old.backbone == "tiny":
         known = set(old.vocab)
-        texts = training_texts(episodes, changes.get("plan_locate", ""), old.image_size // old.tiny_patch,
-                               changes.get("vqa_lexicon", old.vqa_lexicon))
+        locate = changes.get("plan_locate", "")
+        point = locate == "image" and changes.get("vqa_scenes", old.vqa_scenes) > 0
+        texts = training_texts(episodes, locate, old.image_size // old.tiny_patch,
+                               changes.get("vqa_lexicon", old.vqa_lexicon), point)
         missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)
         if missing:
             raise PlayworldError(

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.data import Dataset
 
+from playworld.envs.tabletop.tasks import EpisodeSpec
 from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionTokenizer
 from playworld.policy.vla import ACTION_TOKENIZER_NAME, VLA, VLAConfig, robot_prompt, vqa_prompt
@@ -51,6 +52,8 @@ TrainSettings = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
 #: Share of VQA examples that ask for the plan of the episode's instruction (the rest are
 #: questions about the scene).
 PLAN_QUESTION_SHARE = 0.15
+#: Share of VQA examples drawn from the VQA-only scenes (``--vqa-scenes``) when there are any.
+SCENE_QUESTION_SHARE = 0.5
 
 
 @dataclass
@@ -132,7 +135,8 @@ class VLADataset(Dataset):
     """
 
     def __init__(self, model: VLA, episodes: list[Episode], robot_fraction: float = 1.0,
-                 plan: bool = False, seed: int = 0, target: Literal["action", "latent"] = "action"):
+                 plan: bool = False, seed: int = 0, target: Literal["action", "latent"] = "action",
+                 vqa_scenes: list[Episode] | None = None):
         if not 0 < robot_fraction <= 1:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {robot_fraction}.")
         if not episodes:
@@ -150,6 +154,10 @@ class VLADataset(Dataset):
                 "this dataset lacks; record it with `playworld record tabletop` or use --robot-fraction 1."
             )
         self.model, self.episodes, self.plan, self.seed, self.target = model, episodes, plan, seed, target
+        self.vqa_scenes = list(vqa_scenes or [])
+        if any(e.spec is None for e in self.vqa_scenes):
+            raise PlayworldError("VQA-only scenes need their simulator state (spec).")
+        self.vqa_options = vqa_options(model)
         if target == "latent":
             h = model.config.latent_action_len
             self.robot_index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.latent) - h + 1)]
@@ -173,20 +181,23 @@ class VLADataset(Dataset):
             return e, t, robot_prompt(ep.instruction), self.model.action_target_ids(ep.bins[t], plan)
         rng = np.random.default_rng([self.seed, i])
         e = int(rng.integers(len(self.episodes)))
+        if self.vqa_scenes and rng.random() < SCENE_QUESTION_SHARE:  # a VQA-only scene: its one frame
+            j = int(rng.integers(len(self.vqa_scenes)))
+            qa = sample_questions(scene_from_spec(self.vqa_scenes[j].spec), rng, 1, **self.vqa_options)[0]
+            return len(self.episodes) + j, 0, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
         ep = self.episodes[e]
         if rng.random() < PLAN_QUESTION_SHARE:
             qa = plan_question(ep.spec)
             t = int(rng.integers(len(ep.frames)))
         else:
             t = 0 if rng.random() < 0.5 else int(rng.integers(len(ep.frames)))
-            qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0,
-                                  lexicon=self.model.config.vqa_lexicon)[0]
+            qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0, **self.vqa_options)[0]
         return e, t, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         e, t, prompt, answer = self.example(int(i))
         input_ids, labels = self.model.make_example(prompt, answer)
-        ep = self.episodes[e]
+        ep = self.episodes[e] if e < len(self.episodes) else self.vqa_scenes[e - len(self.episodes)]
         item = {
             "image": torch.from_numpy(ep.frames[t]),  # uint8 (S, S, 3)
             "state": torch.from_numpy(ep.states[t]),  # float32 (8,)
@@ -198,11 +209,44 @@ class VLADataset(Dataset):
         return item
 
 
-def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8, lexicon: bool = False) -> list[str]:
+def vqa_options(model: VLA) -> dict[str, Any]:
+    """The keyword arguments of ``vqa.sample_questions`` / ``scene_questions`` for the VQA this
+    model is co-fine-tuned with: the lexicon, and "which image cell shows ...?" questions for
+    ``plan_locate="image"`` models with VQA-only scenes."""
+    cfg = model.config
+    point = cfg.plan_locate == "image" and cfg.vqa_scenes > 0
+    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if point else 0}
+
+
+def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, wrist_camera_size: int = 0,
+                  wrist_size: int = 0, progress: bool = True) -> list[Episode]:
+    """The first frame of each scene (the robot at home) as a one-frame :class:`Episode` without
+    actions: the fixed camera rendered at ``camera_size`` and resized to ``image_size`` as a
+    recording would be, the wrist camera likewise (``wrist_size`` 0: none). For VQA only."""
+    from tqdm.auto import tqdm
+
+    from playworld.envs.tabletop import Tabletop
+
+    env = Tabletop(image_size=camera_size, wrist_size=wrist_camera_size if wrist_size else 0, max_steps=1)
+    out = []
+    try:
+        for spec in tqdm(specs, desc="render VQA scenes", disable=not progress, leave=False):
+            obs, _ = env.reset(options={"episode": spec})
+            wrist = _resize_frames(obs["wrist_image"][None], wrist_size) if wrist_size else None
+            out.append(Episode(_resize_frames(obs["image"][None], image_size), None, obs["state"][None].astype(np.float32),
+                               spec.instruction, spec.to_dict(), wrist=wrist))
+    finally:
+        env.close()
+    return out
+
+
+def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8, lexicon: bool = False,
+                   point: bool = False) -> list[str]:
     """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
     ``plan_locate``: plans that say where things are (``VLAConfig.plan_locate``; ``"image"``:
     also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not); ``lexicon``:
-    the VQA lexicon's questions too (``VLAConfig.vqa_lexicon``)."""
+    the VQA lexicon's questions too (``VLAConfig.vqa_lexicon``); ``point``: the "which image cell
+    shows ...?" questions (:func:`vqa_options`)."""
     texts = [" ".join(image_cell_word(r, c) for r in range(grid) for c in range(grid))] if plan_locate == "image" else []
     for ep in episodes:
         texts.append(robot_prompt(ep.instruction))
@@ -210,7 +254,7 @@ def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8
             texts.append(f" Plan: {plan_text(ep.spec, plan_locate, grid)}. Action:")
             qa = plan_question(ep.spec)
             texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
-            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon).values():
+            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon, grid=grid if point else 0).values():
                 texts += [f"{vqa_prompt(q.question)} {q.answer}" for q in qas]
     return texts
 
@@ -229,7 +273,7 @@ def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
             a = max(a, cfg.latent_action_len)
         longest = max(longest, p + a)
         if ep.spec is not None:
-            by_kind = scene_questions(scene_from_spec(ep.spec), lexicon=cfg.vqa_lexicon)
+            by_kind = scene_questions(scene_from_spec(ep.spec), **vqa_options(model))
             qas = [q for qs in by_kind.values() for q in qs] + [plan_question(ep.spec)]
             for q in qas:
                 longest = max(longest, len(model.encode_text(vqa_prompt(q.question))) + len(model.answer_target_ids(q.answer)))
@@ -248,7 +292,8 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
         fields["backbone"] = backbone
     if backbone == "tiny":
         grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
-        texts = training_texts(episodes, fields.get("plan_locate", ""), grid, fields.get("vqa_lexicon", False))
+        point = fields.get("plan_locate", "") == "image" and fields.get("vqa_scenes", 0) > 0
+        texts = training_texts(episodes, fields.get("plan_locate", ""), grid, fields.get("vqa_lexicon", False), point)
         fields["vocab"] = tuple(WordTokenizer.build(texts).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
@@ -282,6 +327,8 @@ class TrainVLA:
     """With --plan-locate image: the cell words' logits point at the image tokens (a pointer over the fixed camera's tokens) instead of coming from fixed output embeddings."""
     vqa_lexicon: bool = False
     """Co-fine-tuning's VQA also names objects with colour/shape synonyms the robot demos never use ("which object is the scarlet box?" -> red cube): web-like breadth of vocabulary, so that words seen only in VQA can reach the actions; needs --robot-fraction < 1."""
+    vqa_scenes: int = 0
+    """Also co-fine-tune on N generated VQA-only scenes showing every colour and shape the simulator has (held-out objects too: the stand-in for web images, which show far more than the robot data); rendered at start, about 20 ms each; with --plan-locate image their VQA also asks "which image cell shows the ...?". Needs --robot-fraction < 1; 0 = none."""
     point_loss: float = 0.0
     """With --plan-locate image: weight of an auxiliary pointing loss (the hidden state writing a cell word must point at that image token); 0 = off."""
     episodes: int = 0
@@ -354,6 +401,10 @@ class TrainVLA:
             )
         if self.plan_locate:
             self.plan = True
+        if self.vqa_scenes < 0:
+            raise PlayworldError(f"--vqa-scenes must be >= 0, got {self.vqa_scenes}.")
+        if self.vqa_scenes and self.robot_fraction == 1:
+            raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.vqa_lexicon and self.robot_fraction == 1:
             raise PlayworldError("--vqa-lexicon adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.latent_lam is not None and self.plan:
@@ -397,6 +448,14 @@ class TrainVLA:
         overrides["cell_pointer"] = self.cell_pointer
         if self.vqa_lexicon or self.init is None:
             overrides["vqa_lexicon"] = self.vqa_lexicon
+        overrides["vqa_scenes"] = self.vqa_scenes
+        scenes: list[Episode] = []
+        if self.vqa_scenes:
+            from playworld.envs.tabletop.tasks import web_scene_specs
+
+            wrist_camera = overrides.get("wrist_camera_size", 0)
+            scenes = render_scenes(web_scene_specs(self.vqa_scenes, self.train.seed), int(ds.frame_size[0]), size,
+                                   wrist_camera, wrist, progress=self.train.progress)
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):
@@ -414,12 +473,12 @@ class TrainVLA:
         if self.init is not None:
             from playworld.policy.lapa import init_from_checkpoint
 
-            model = init_from_checkpoint(self.init, self.backbone, train_eps + val_eps, overrides, self.plan)
+            model = init_from_checkpoint(self.init, self.backbone, train_eps + val_eps + scenes, overrides, self.plan)
         else:
             if self.backbone != "tiny":
                 overrides.update(lora_rank=0 if self.from_scratch else self.lora_rank,
                                  pretrained_weights=not self.from_scratch)
-            model = build_model(self.backbone, train_eps + val_eps, tokenizer, self.plan, **overrides)
+            model = build_model(self.backbone, train_eps + val_eps + scenes, tokenizer, self.plan, **overrides)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(
             "VLA %s: %.1fM parameters (%.2fM trained), %d prefix tokens, %d train / %d val episodes, robot fraction %.2f",
@@ -427,7 +486,8 @@ class TrainVLA:
             len(train_eps), len(val_eps), self.robot_fraction,
         )
         target = "latent" if latent else "action"
-        train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed, target=target)
+        train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed, target=target,
+                           vqa_scenes=scenes)
         if latent:
             from playworld.policy.lapa import check_enough_latent_examples
 

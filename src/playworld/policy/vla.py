@@ -151,6 +151,11 @@ class VLAConfig(ModelConfig):
     """Co-fine-tuned with the VQA lexicon (``vqa.scene_questions(lexicon=True)``): questions that
     name objects with colour/shape synonyms the robot demonstrations never use, the stand-in for
     the breadth of web data (their words are in a tiny model's vocabulary)."""
+    vqa_scenes: int = 0
+    """Co-fine-tuned with this many extra VQA-only scenes (``tasks.web_scene_specs``: every colour
+    and shape the simulator shows, held-out ones included), the stand-in for web images, which
+    show far more objects than the robot data. With ``plan_locate="image"`` the VQA of every
+    scene also asks "which image cell shows the ...?" (answered with a cell word)."""
     max_instruction_chars: int = 160
     """Longer instructions are rejected (the tabletop's limit)."""
     prefix_lm: bool = False
@@ -226,6 +231,8 @@ class VLAConfig(ModelConfig):
             raise PlayworldError(f"plan_locate must be one of {PLAN_LOCATE}, got {self.plan_locate!r}.")
         if self.plan_locate and not self.plan:
             raise PlayworldError("plan_locate puts object positions into the plan; it needs plan=True (--plan).")
+        if self.vqa_scenes < 0:
+            raise PlayworldError(f"vqa_scenes must be >= 0, got {self.vqa_scenes}.")
         if self.cell_pointer and self.plan_locate != "image":
             raise PlayworldError("cell_pointer points at image tokens to write cell words; it needs plan_locate='image'.")
         if self.point_loss < 0 or (self.point_loss and self.plan_locate != "image"):

@@ -228,13 +228,16 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False) -> dict[str, list[QA]]:
+def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, grid: int = 0) -> dict[str, list[QA]]:
     """Every question this scene answers unambiguously, grouped by kind.
 
     ``spatial=False`` leaves out questions about where objects are (for frames in which objects
     may have moved since the scene was read). ``lexicon=True`` adds the kind "lexicon": which
     object a name made of colour/shape synonyms means ("which object is the crimson block?" ->
-    red cube), for every object whose name is unique in the scene."""
+    red cube), for every object whose name is unique in the scene. ``grid`` > 0 adds the kind
+    "point" (with ``spatial``): which image token of a ``grid`` x ``grid`` token grid of the fixed
+    camera shows each uniquely named object ("which image cell shows the red cube?" -> cellcf),
+    the question a ``plan_locate="image"`` model's plans answer."""
     objs = scene.objects
     by_kind: dict[str, list[QA]] = {}
 
@@ -286,6 +289,9 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False) -
     unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]
     for o in unique:
         add("locate", f"where is the {o.name}?", locate_answer(o.xy))
+        if grid:
+            cell = image_cell(o.xy, SHAPES[o.shape].half_height, grid)
+            add("point", f"which image cell shows the {o.name}?", image_cell_word(*cell))
     if scene.tray is not None:
         add("locate", "where is the tray?", locate_answer(scene.tray[1]))
     for a in unique:
@@ -308,10 +314,10 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False) -
 
 
 def sample_questions(scene: Scene, rng: np.random.Generator, n: int = 1, spatial: bool = True,
-                     lexicon: bool = False) -> list[QA]:
+                     lexicon: bool = False, grid: int = 0) -> list[QA]:
     """``n`` questions (distinct when possible): a kind chosen uniformly, then a question of it,
     so frequent kinds (existence) do not crowd out rare ones (spatial)."""
-    by_kind = scene_questions(scene, spatial, lexicon)
+    by_kind = scene_questions(scene, spatial, lexicon, grid)
     kinds = sorted(by_kind)
     out: list[QA] = []
     for _ in range(max(n * 4, n)):

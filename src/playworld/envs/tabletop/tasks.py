@@ -671,6 +671,33 @@ def _reasoning_symbol(rng: np.random.Generator, seed: int) -> EpisodeSpec:
     return EpisodeSpec("reasoning", "put_on_symbol", instruction, tuple(objects), goal, None, markers, seed)
 
 
+#: Every colour/shape combination the suites can show: the pool of :func:`web_scene_specs`.
+ALL_COMBOS = SEEN_COMBOS + HELD_OUT + NEW_DISTRACTORS
+
+
+def web_scene_specs(n: int, seed: int = 0) -> list[EpisodeSpec]:
+    """``n`` scenes for vision-language data only, never for robot demonstrations or
+    evaluation: 3-4 objects drawn from every colour and shape the simulator shows
+    (:data:`ALL_COMBOS`: the held-out combinations and new distractors too), 40% with a tray.
+    They stand in for RT-2's web images, which show far more objects than its robot data
+    (``playworld train vla --vqa-scenes``). Suite name "web"; the instruction is a plain "pick
+    up the ..." for the first object (never executed). Seeds are salted apart from the suites'."""
+    out = []
+    for i in range(n):
+        sub = episode_seed(seed + 0x57EB, i)
+        for attempt in range(100):
+            rng = np.random.default_rng([sub, attempt])
+            try:
+                objects, goal, tray = _standard(rng, "pick", ALL_COMBOS, ALL_COMBOS)
+            except _Retry:
+                continue
+            out.append(EpisodeSpec("web", "pick", f"pick up the {objects[0].name}", tuple(objects), goal, tray, (), sub))
+            break
+        else:  # pragma: no cover
+            raise RuntimeError(f"could not lay out web scene {i} for seed {seed}")
+    return out
+
+
 _GENERATORS = {
     "seen": _gen_seen,
     "unseen-objects": _gen_unseen_objects,
