@@ -17,14 +17,14 @@ Three arms, each trained with ``playworld train vla`` and evaluated with ``playw
 ``--backbone tiny`` runs the ablation at CPU size, where the pretrained part is the vision
 encoder only: ``scratch`` is the tiny model with its conv encoder trained from scratch, the
 other two arms use the frozen ImageNet EfficientNet-lite0 (``--tiny-vision efficientnet``), and
-``--vqa-lexicon`` gives the co-fine-tune arm's VQA the synonyms the robot data lacks (the
-breadth of web data; docs/vla.md). The model options (``--image-size``, ``--wrist-size``,
+``--vqa-lexicon`` / ``--vqa-scenes N`` give the co-fine-tune arm's VQA the synonyms and the
+objects the robot data lacks (the breadth of web data; docs/vla.md). The model options (``--image-size``, ``--wrist-size``,
 ``--plan-locate``, ``--cell-pointer``) apply to every arm; an arm whose folder already holds a
 model is evaluated, not retrained.
 
     python benchmarks/vla_ablation.py --backbone tiny --data data/tabletop-pick-dart1500-128w \
         --out runs/vla-ablation-tiny --image-size 128 --wrist-size 64 --plan-locate image --cell-pointer \
-        --vqa-lexicon --robot-fraction 0.7 --steps 5000 --batch-size 32 --lr 1e-3 --tasks pick \
+        --vqa-lexicon --vqa-scenes 3000 --robot-fraction 0.7 --steps 5000 --batch-size 32 --lr 1e-3 --tasks pick \
         --suites seen unseen-objects unseen-instructions --eval-episodes 50 --max-steps 100 --threads 1
 
 RT-2 reports unseen-average success of 9% / 42-52% / 44-63% for the three. Results go to
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--plan-locate", default="", choices=["", "table", "image"], help="every arm: located plans")
     ap.add_argument("--cell-pointer", action="store_true", help="every arm (with --plan-locate image)")
     ap.add_argument("--vqa-lexicon", action="store_true", help="the co-fine-tune arm's VQA also uses synonyms")
+    ap.add_argument("--vqa-scenes", type=int, default=0, help="the co-fine-tune arm's VQA-only scenes (web stand-in)")
     ap.add_argument("--tasks", nargs="+", default=[], help="evaluate only these task families (e.g. pick)")
     ap.add_argument("--vqa-per-episode", type=int, default=4, help="VQA questions per evaluation episode")
     args = ap.parse_args()
@@ -79,7 +80,7 @@ def main() -> None:
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(), "arms": {}}
     tiny = args.backbone == "tiny"
     for arm in args.arms:
-        backbone, fraction, scratch, lexicon = args.backbone, 1.0, False, False
+        backbone, fraction, scratch, lexicon, scenes = args.backbone, 1.0, False, False, 0
         vision = "efficientnet" if tiny else ""  # tiny: the pretrained part is the vision encoder
         if arm == "scratch":
             scratch = not tiny
@@ -88,7 +89,7 @@ def main() -> None:
             elif args.scratch_backbone == "tiny":
                 backbone, scratch = "tiny", False
         elif arm == "co-fine-tune":
-            fraction, lexicon = args.robot_fraction, args.vqa_lexicon
+            fraction, lexicon, scenes = args.robot_fraction, args.vqa_lexicon, args.vqa_scenes
         out = args.out / arm
         start = time.perf_counter()
         if not (out / "model.safetensors").exists():
@@ -96,7 +97,7 @@ def main() -> None:
                 data=args.data, out=out, backbone=backbone, robot_fraction=fraction, from_scratch=scratch,
                 episodes=args.episodes, tiny_vision=vision if backbone == "tiny" else "", image_size=args.image_size,
                 wrist_size=args.wrist_size, plan_locate=args.plan_locate, cell_pointer=args.cell_pointer,
-                vqa_lexicon=lexicon, threads=args.threads,
+                vqa_lexicon=lexicon, vqa_scenes=scenes, threads=args.threads,
                 train=TrainConfig(
                     steps=args.steps, batch_size=args.batch_size, lr=args.lr if backbone != "tiny" else 1e-3,
                     warmup_steps=min(50, args.steps // 10), num_workers=0, eval_every=max(1, args.steps // 4),
@@ -108,6 +109,7 @@ def main() -> None:
         config = json.loads((out / "config.json").read_text())
         arm_result = {"backbone": backbone, "from_scratch": scratch, "robot_fraction": fraction,
                       "tiny_vision": config.get("tiny_vision"), "vqa_lexicon": config.get("vqa_lexicon", False),
+                      "vqa_scenes": config.get("vqa_scenes", 0),
                       "train_seconds": train_s, "final_train_logs": summary, "suites": {}}
         for suite in args.suites:
             rep = EvalVLA(policy=out, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,

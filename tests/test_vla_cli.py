@@ -180,7 +180,7 @@ def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, t
     monkeypatch.setattr(sys, "argv", [
         "vla_ablation.py", "--backbone", "tiny", "--data", str(demos), "--out", str(out), "--steps", "2",
         "--batch-size", "4", "--image-size", "64", "--plan-locate", "image", "--cell-pointer", "--vqa-lexicon",
-        "--robot-fraction", "0.5", "--eval-episodes", "1", "--max-steps", "2", "--vqa-per-episode", "1",
+        "--vqa-scenes", "4", "--robot-fraction", "0.5", "--eval-episodes", "1", "--max-steps", "2", "--vqa-per-episode", "1",
         "--suites", "seen", "unseen-instructions", "--threads", "1",
     ])
     runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_ablation.py"), run_name="__main__")
@@ -188,6 +188,7 @@ def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, t
     arms = report["arms"]
     assert [arms[a]["tiny_vision"] for a in ("scratch", "fine-tune", "co-fine-tune")] == ["conv", "efficientnet", "efficientnet"]
     assert [arms[a]["vqa_lexicon"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [False, False, True]
+    assert [arms[a]["vqa_scenes"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [0, 0, 4]
     assert [arms[a]["robot_fraction"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [1.0, 1.0, 0.5]
     table = capsys.readouterr().out
     assert "| unseen average |" in table and all(f"| {a} | " in table for a in arms)
