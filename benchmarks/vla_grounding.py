@@ -13,6 +13,10 @@ graspable object, with the instruction "pick up the <colour> <shape>" naming tha
 - for a model that writes a located plan (``--plan-locate``): how often the plan's first cell
   is nearest to the named object, and its median distance from it.
 
+``--synonyms`` names each object with a colour and a shape synonym instead ("pick up the
+scarlet box"): words no robot demonstration uses, which a ``--vqa-lexicon`` model met only in
+VQA (RT-2's transfer from web knowledge, in miniature).
+
 Success in closed loop counts episodes; this counts whether the *words* change what the policy
 does, which success alone cannot tell apart from picking any graspable object (docs/vla.md).
 """
@@ -29,7 +33,7 @@ import torch
 
 from playworld.envs.tabletop import Tabletop, get_suite
 from playworld.envs.tabletop.expert import ScriptedExpert
-from playworld.envs.tabletop.tasks import Goal, _eligible
+from playworld.envs.tabletop.tasks import COLOR_SYNONYMS, SHAPE_SYNONYMS, Goal, _eligible
 from playworld.policy.vla_policy import VLAPolicy
 from playworld.policy.vqa import located_points
 
@@ -48,6 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="seed of the layouts (training data is recorded with 0)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
+    ap.add_argument("--synonyms", action="store_true", help="name objects with colour/shape synonyms ('scarlet box')")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -55,6 +60,7 @@ def main() -> None:
     cfg = policy.model.config
     env = Tabletop(suite=args.suite, max_steps=10, image_size=cfg.camera_size or 128, tasks=("pick",),
                    wrist_size=cfg.wrist_size)
+    words = np.random.default_rng(args.seed)  # which synonym names each object
     trials = hits = expert_hits = blind_scenes = scenes = 0
     chance, plan_hits, plan_errors = [], 0, []
     try:
@@ -67,7 +73,12 @@ def main() -> None:
             scenes += 1
             heads = []
             for i in named:
-                variant = dataclasses.replace(spec, instruction=f"pick up the {names[i]}", goal=Goal("lift", i))
+                o = spec.objects[i]
+                name = names[i]
+                if args.synonyms and o.color in COLOR_SYNONYMS and o.shape in SHAPE_SYNONYMS:
+                    syn = COLOR_SYNONYMS[o.color], SHAPE_SYNONYMS[o.shape]
+                    name = f"{syn[0][words.integers(len(syn[0]))]} {syn[1][words.integers(len(syn[1]))]}"
+                variant = dataclasses.replace(spec, instruction=f"pick up the {name}", goal=Goal("lift", i))
                 obs, _ = env.reset(options={"episode": variant})
                 ee = env.ee_pose()[0][:2].copy()
                 points = [env.object_pose(j)[0][:2].copy() for j in range(len(spec.objects))]
@@ -90,14 +101,15 @@ def main() -> None:
     if not trials:
         raise SystemExit("no scene had two graspable objects with distinct names; try more --scenes.")
     result = {
-        "policy": str(args.policy), "suite": args.suite, "scenes": scenes, "trials": trials,
+        "policy": str(args.policy), "suite": args.suite, "synonyms": args.synonyms, "scenes": scenes, "trials": trials,
         "first_move_to_named": hits / trials, "chance": float(np.mean(chance)),
         "expert_first_move_to_named": expert_hits / trials,
         "scenes_with_one_heading_for_every_instruction": blind_scenes,
         "plan_nearest_named": plan_hits / len(plan_errors) if plan_errors else None,
         "plan_median_error_cm": float(np.median(plan_errors)) * 100 if plan_errors else None,
     }
-    print(f"{args.policy} on {scenes} {args.suite} scenes, {trials} instructions:")
+    named_as = "colour/shape synonyms" if args.synonyms else "plain names"
+    print(f"{args.policy} on {scenes} {args.suite} scenes, {trials} instructions ({named_as}):")
     print(f"  first move heads for the named object: {hits}/{trials} = {100 * hits / trials:.0f}% "
           f"(ignoring the words: {100 * result['chance']:.0f}%; scripted expert: "
           f"{100 * result['expert_first_move_to_named']:.0f}%)")
