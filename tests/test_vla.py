@@ -564,3 +564,25 @@ def test_vqa_only_scenes_feed_the_vqa_examples_and_their_words_the_vocabulary():
     assert any("which image cell shows" in p for _, p in from_scenes)
     item = ds[ds.n_robot + next(i for i, (e, *_) in enumerate(examples) if e >= len(eps))]
     assert item["image"].shape == (32, 32, 3) and item["state"].shape == (8,)
+
+
+def test_a_plan_cannot_end_before_action(monkeypatch):
+    """Plan decoding bans <eos>: a model that would stop after "pick up the red cube" (as a VQA
+    answer ends) still writes on to "Action:" and its action tokens."""
+    from playworld.policy.decoding import decode_plan_and_actions
+
+    m = _model(plan=True)
+    script = m.encode_text(" Plan: pick up the red cube. Action:")
+    original, step = m.logits, {"k": 0}
+
+    def logits(hidden, image_hidden=None):
+        out = original(hidden, image_hidden).clone()
+        out[:, m.tokenizer.eos_id] = 1e4  # always prefers to stop
+        if step["k"] < len(script):
+            out[:, script[step["k"]]] = 5e3  # then the plan
+        step["k"] += 1
+        return out
+
+    monkeypatch.setattr(m, "logits", logits)
+    plan, bins, _ = decode_plan_and_actions(m, *m.prefill(_image(), _prompt(m), _state(1)))
+    assert plan == "pick up the red cube" and bins.shape == (1, m.config.action_dim)

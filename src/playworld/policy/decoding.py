@@ -195,13 +195,14 @@ def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tupl
 def decode_plan_and_actions(
     model: VLA, hidden: Tensor, cache: Any, temperature: float = 0.0, generator: torch.Generator | None = None
 ) -> tuple[str, Tensor, Any]:
-    """"Plan: <words>. Action:" (free text, action tokens banned), then constrained actions.
+    """"Plan: <words>. Action:" (free text; action tokens and <eos> banned), then constrained actions.
 
     Returns (the plan in words, bins (1, action_dim), cache); raises :class:`ActionDecodeError`
     if no "Action:" came within ``max_answer_tokens``."""
+    banned = action_token_mask(model) | latent_token_mask(model)
+    banned[model.tokenizer.eos_id] = True  # the grammar: a plan ends with "Action:", never with <eos>
     ids, stopped, hidden, cache = generate_text(
-        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER,
-        banned=action_token_mask(model) | latent_token_mask(model),
+        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=banned,
     )
     text = model.tokenizer.decode(ids).strip()
     if not stopped or not text.lower().endswith(ACTION_MARKER.lower()):
