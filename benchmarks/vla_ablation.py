@@ -20,7 +20,9 @@ other two arms use the frozen ImageNet EfficientNet-lite0 (``--tiny-vision effic
 ``--vqa-lexicon`` / ``--vqa-scenes N`` give the co-fine-tune arm's VQA the synonyms and the
 objects the robot data lacks (the breadth of web data; docs/vla.md). The model options (``--image-size``, ``--wrist-size``,
 ``--plan-locate``, ``--cell-pointer``) apply to every arm; an arm whose folder already holds a
-model is evaluated, not retrained.
+model is evaluated, not retrained, and a suite already evaluated with the same settings
+(``<arm>/eval-ablation/<suite>/``) is read, not rerun: run one invocation per arm (``--arms
+scratch`` ...) in parallel, then one with every arm for the table.
 
     python benchmarks/vla_ablation.py --backbone tiny --data data/tabletop-pick-dart1500-128w \
         --out runs/vla-ablation-tiny --image-size 128 --wrist-size 64 --plan-locate image --cell-pointer \
@@ -112,9 +114,19 @@ def main() -> None:
                       "vqa_scenes": config.get("vqa_scenes", 0),
                       "train_seconds": train_s, "final_train_logs": summary, "suites": {}}
         for suite in args.suites:
-            rep = EvalVLA(policy=out, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,
-                          gif_episodes=1, out=out / "eval", tasks=tuple(args.tasks), threads=args.threads,
-                          vqa_per_episode=args.vqa_per_episode).run()
+            # one folder per suite; a finished evaluation with the same settings is read, not rerun
+            # (so arms can be evaluated by parallel invocations with --arms, then tabled together)
+            where = out / "eval-ablation" / suite
+            settings = {"episodes": args.eval_episodes, "max_steps": args.max_steps, "tasks": list(args.tasks),
+                        "vqa_per_episode": args.vqa_per_episode}
+            done = where / "settings.json"
+            if done.exists() and json.loads(done.read_text()) == settings:
+                rep = json.loads((where / "vla_eval.json").read_text())
+            else:
+                rep = EvalVLA(policy=out, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,
+                              gif_episodes=1, out=where, tasks=tuple(args.tasks), threads=args.threads,
+                              vqa_per_episode=args.vqa_per_episode).run()
+                done.write_text(json.dumps(settings))
             if suite in rep["suites"]:  # a suite without the --tasks families is skipped
                 arm_result["suites"][suite] = rep["suites"][suite]
         results["arms"][arm] = arm_result

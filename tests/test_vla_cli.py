@@ -192,3 +192,8 @@ def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, t
     assert [arms[a]["robot_fraction"] for a in ("scratch", "fine-tune", "co-fine-tune")] == [1.0, 1.0, 0.5]
     table = capsys.readouterr().out
     assert "| unseen average |" in table and all(f"| {a} | " in table for a in arms)
+    # a second run reads the finished evaluations instead of repeating them
+    stamp = (out / "scratch" / "eval-ablation" / "seen" / "vla_eval.json").stat().st_mtime_ns
+    runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_ablation.py"), run_name="__main__")
+    assert (out / "scratch" / "eval-ablation" / "seen" / "vla_eval.json").stat().st_mtime_ns == stamp
+    assert capsys.readouterr().out.count("| scratch | ") == 1
