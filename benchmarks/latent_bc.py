@@ -24,6 +24,8 @@ held-out expert episodes (val split).
 map from ``--map-window`` consecutive latent actions (default 3: z_t-1, z_t, z_t+1) to the real action,
 it relabels every expert transition, and a policy with the oracle's network and budget clones the
 relabelled video (no latent pretraining); the table adds how often the relabelled action is the true one.
+``--relabeller idm`` relabels with VPT's inverse-dynamics model instead of the codes: a small CNN on the frames
+t-1..t+2 trained on the same K labels only (``--idm-steps``, ``--idm-mirror``; the LAM is then not used to ground).
 ``--sticky P`` plays every policy and baseline with sticky actions (Breakout is otherwise
 deterministic, so more ``--episodes`` would replay the same game).
 
@@ -92,6 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "relabels every expert transition, and a policy with the oracle's net and budget clones them")
     ap.add_argument("--map-window", type=int, default=3,
                     help="--adapt relabel: latent actions the map reads around t (1: z_t; 2: z_t-1, z_t; 3: z_t-1..z_t+1)")
+    ap.add_argument("--relabeller", choices=["window-map", "idm"], default="window-map",
+                    help="--adapt relabel: what reads a_t off the video: the window map of the LAM's codes, or VPT's "
+                    "inverse-dynamics model (a small CNN on the frames t-1..t+2, trained on the K labels only)")
+    ap.add_argument("--idm-steps", type=int, default=400, help="--relabeller idm: training steps (batch 64)")
+    ap.add_argument("--idm-mirror", action="store_true",
+                    help="--relabeller idm: also train on mirrored frames with LEFT/RIGHT swapped (Breakout, not Pong)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="--adapt finetune: optimiser steps on the K labels (default: --policy-steps, the oracle's budget)")
     ap.add_argument("--finetune-lr", type=float, default=None,
@@ -135,6 +143,7 @@ def run(args) -> dict:
     from playworld.policy.experts import record_atari_expert
     from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
     from playworld.policy.train_latent import (
+        IDMConfig,
         action_accuracy,
         action_pair_diagnostics,
         choose_latent_delay,
@@ -150,6 +159,7 @@ def run(args) -> dict:
         previous_actions,
         recalibrate_latent_norm,
         relabel_actions,
+        relabel_with_idm,
         select_labelled,
         select_labelled_pairs,
         train_lam,
@@ -182,8 +192,11 @@ def run(args) -> dict:
     lam_dir = args.lam or out / "lam"
     if args.adapt != "map" and args.map_prev_action:
         raise PlayworldError(f"--map-prev-action fits Genie's map; --adapt {args.adapt} uses its own. Pass one of them.")
+    if args.relabeller != "window-map" and args.adapt != "relabel":
+        raise PlayworldError(f"--relabeller {args.relabeller} relabels the video; pass --adapt relabel with it.")
     if args.adapt == "relabel":
         window_offsets(args.map_window)  # fails early
+        IDMConfig(steps=args.idm_steps, mirror=args.idm_mirror).check()
     ft_budget = finetune_train_config(policy_train_config(args, 0), args.finetune_steps, args.finetune_lr)  # fails early
     if args.oracle_only:
         return run_oracles(args, data, style)
@@ -274,7 +287,8 @@ def run(args) -> dict:
         return scores[key]
 
     # 5. the sweep
-    lkey = {"map": "latent", "finetune": "finetune", "relabel": "relabel"}[args.adapt]  # score keys never mix
+    rkey = "relabel" if args.relabeller == "window-map" else f"relabel-{args.relabeller}"
+    lkey = {"map": "latent", "finetune": "finetune", "relabel": rkey}[args.adapt]  # score keys never mix
     val_acc: dict[str, dict[str, list[float]]] = {}
     map_acc: dict[str, list[float]] = {}
     delays: dict[str, list[int]] = {}
@@ -284,17 +298,31 @@ def run(args) -> dict:
         for k in ks:
             labelled = select_labelled(len(train), k, seed, f"the expert transitions of {data}")
             sub = train.subset(labelled)
-            if args.adapt == "relabel":  # map before cloning: the window map relabels the video, a policy clones it
-                pseudo, _ = relabel_actions(train, latent, train, latent, labelled, num_latent, num_actions,
-                                            args.map_window)
+            if args.adapt == "relabel":  # map before cloning: the K labels' relabeller relabels the video, a policy clones it
+                if args.relabeller == "idm":
+                    folder = out / f"seed{seed}" / f"relabel-idm-K{k}"
+                    cache_pl = out / f"seed{seed}" / f"relabel-idm-K{k}-pseudo.npz"  # the IDM takes ~1 min
+                    if cache_pl.exists():
+                        pseudo = np.load(cache_pl)["pseudo"]
+                    else:
+                        t0 = time.perf_counter()
+                        pseudo, _ = relabel_with_idm(train, train, labelled, num_actions,
+                                                     IDMConfig(steps=args.idm_steps, mirror=args.idm_mirror, seed=seed),
+                                                     ds.action_names)
+                        timed("idm_s", t0)
+                        cache_pl.parent.mkdir(parents=True, exist_ok=True)
+                        np.savez(cache_pl, pseudo=pseudo)
+                else:
+                    folder = out / f"seed{seed}" / f"relabel-W{args.map_window}-K{k}"
+                    pseudo, _ = relabel_actions(train, latent, train, latent, labelled, num_latent, num_actions,
+                                                args.map_window)
                 map_acc.setdefault(str(k), []).append(float((pseudo == train.real).mean()))
                 delays.setdefault(str(k), []).append(0)
-                rl_net = trained(out / f"seed{seed}" / f"relabel-W{args.map_window}-K{k}", oracle_cfg, train, pseudo,
-                                 seed)
-                score(f"relabel/K={k}/seed={seed}", lambda net=rl_net: LatentActionPolicy(net))
+                rl_net = trained(folder, oracle_cfg, train, pseudo, seed)
+                score(f"{rkey}/K={k}/seed={seed}", lambda net=rl_net: LatentActionPolicy(net))
                 if len(val):
                     val_acc.setdefault(str(k), {}).setdefault("latent", []).append(
-                        accuracy(f"val_accuracy/relabel/K={k}/seed={seed}", rl_net))
+                        accuracy(f"val_accuracy/{rkey}/K={k}/seed={seed}", rl_net))
             else:
                 if args.map_prev_action:  # the map's K labels: K/2 pairs (t-1, t); the oracle keeps its K
                     pair_targets, map_labelled = select_labelled_pairs(train, k, seed, f"the expert transitions of {data}")
@@ -372,6 +400,9 @@ def run(args) -> dict:
         "finetune_steps": ft_budget.steps if args.adapt == "finetune" else None,
         "finetune_lr": ft_budget.lr if args.adapt == "finetune" else None, "val_transitions": len(val),
         "map_window": args.map_window if args.adapt == "relabel" else None,
+        "relabeller": args.relabeller if args.adapt == "relabel" else None,
+        "idm_steps": args.idm_steps if args.relabeller == "idm" else None,
+        "idm_mirror": args.idm_mirror if args.relabeller == "idm" else None,
         "expert": scores["expert"], "random": scores["random"], "oracle_all": oracle_all, "rows": rows,
         "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 1)},
         "machine": machine_info(), "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
@@ -492,9 +523,13 @@ def finetune_table(r: dict) -> str:
     sticky = f", sticky actions {r['sticky']}" if r.get("sticky") else ""
     if relabel:
         title, name = "Relabelled video (map before cloning) vs oracle BC", "relabelled-video policy"
-        how = (f"Relabelling: the oracle's K labels fit a map from {r['map_window']} consecutive latent actions to the "
-               f"real action, it relabels every expert transition, and a policy clones them ({r['policy_steps']} steps, "
-               "the oracle's net and budget); the oracle: the same from scratch on the K labels.")
+        if r.get("relabeller") == "idm":
+            fit = (f"train an inverse-dynamics model (a small CNN on the frames t-1..t+2, {r['idm_steps']} steps"
+                   + (", mirrored copies with LEFT/RIGHT swapped" if r.get("idm_mirror") else "") + ") that")
+        else:
+            fit = f"fit a map from {r['map_window']} consecutive latent actions to the real action that"
+        how = (f"Relabelling: the oracle's K labels {fit} relabels every expert transition, and a policy clones them "
+               f"({r['policy_steps']} steps, the oracle's net and budget); the oracle: the same from scratch on the K labels.")
     else:
         title, name = "LAPA-style fine-tuned latent policy vs oracle BC", "fine-tuned latent policy"
         how = (f"Fine-tuning: the latent policy's trunk + a fresh real-action head, the whole net trained "

@@ -9,14 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from playworld.errors import PlayworldError
 from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyNet
 from playworld.policy.train_latent import (
+    IDMConfig,
     TrainLatentPolicy,
     Transitions,
+    fit_inverse_dynamics,
     fit_window_map,
+    idm_actions,
+    idm_inputs,
+    mirror_permutation,
     relabel_actions,
+    relabel_with_idm,
     select_labelled,
     window_keys,
     window_offsets,
@@ -74,6 +81,72 @@ def test_a_window_reads_an_action_that_shows_a_step_late():
         relabel_actions(tr, z, episodes([3000], None), z, lab, 3, 3, 2)
 
 
+class BlockVideo:
+    """Episodes of 32 px frames with a 4-px block on the bottom rows that moves 2 px right (action 1) or left
+    (action 2) per step, or stays (0), wrapping around: what an inverse-dynamics model should read."""
+
+    def __init__(self, actions: list[np.ndarray], seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.frames = []
+        for a in actions:
+            x = int(rng.integers(0, 32))
+            fr = np.zeros((len(a) + 1, 32, 32, 3), np.uint8)
+            fr[:, 2, 5:9] = 80  # a still object (a brick row)
+            for t in range(len(a) + 1):
+                fr[t, 28:30, (x + np.arange(4)) % 32] = 200
+                if t < len(a):
+                    x += {0: 0, 1: 2, 2: -2}[int(a[t])]
+            self.frames.append(fr)
+
+    def episode_frames(self, e: int) -> np.ndarray:
+        return self.frames[e]
+
+
+def block_transitions(lengths: list[int], seed: int = 0) -> Transitions:
+    rng = np.random.default_rng(seed)
+    acts = [rng.integers(0, 3, n) for n in lengths]
+    tr = episodes(lengths, np.concatenate(acts))
+    tr.dataset = BlockVideo(acts, seed)
+    return tr
+
+
+def test_an_inverse_dynamics_model_reads_actions_a_relative_code_hides():
+    """The code holds the action only relative to the previous one (z_t = a_t - a_t-1 mod 3, as Breakout's LAM
+    codes): no window of codes reads a_t back (near chance), while the inverse-dynamics model on the frames learns
+    it from 60 labels and relabels the video almost exactly; a mirror-trained one too."""
+    tr = block_transitions([150, 150, 150])
+    a = tr.real
+    prev = np.r_[0, a[:-1]] * (tr.t > 0)
+    z = (a - prev) % 3
+    lab = select_labelled(len(tr), 60, 0)
+    window = max(float((relabel_actions(tr, z, tr, z, lab, 3, 3, w)[0] == a).mean()) for w in (1, 2, 3, 5))
+    assert window < 0.5
+    x = idm_inputs(tr, np.array([0, 149, 150]))
+    assert x.shape == (3, 12, 32, 32) and x.dtype == torch.float32
+    assert float(x[:, 3:].abs().max()) > 0 and float(x[0, 6:9].abs().max()) == 0  # t = 0: no move before it
+    cfg = IDMConfig(steps=150, batch_size=32)
+    pseudo, model = relabel_with_idm(tr, tr, lab, 3, cfg)
+    assert pseudo.shape == (len(tr),) and pseudo.dtype == np.int64
+    assert float((pseudo == a).mean()) > 0.9
+    again = idm_actions(fit_inverse_dynamics(tr, lab, 3, cfg), tr)
+    assert (again == pseudo).all()  # seeded: the same labels give the same relabelling
+    mirrored = idm_actions(fit_inverse_dynamics(tr, lab, 3, IDMConfig(steps=150, batch_size=32, mirror=True),
+                                                ["NOOP", "RIGHT", "LEFT"]), tr)
+    assert float((mirrored == a).mean()) > 0.9
+    with pytest.raises(PlayworldError, match="labelled transitions with real actions"):
+        fit_inverse_dynamics(tr, np.zeros(0, np.int64), 3, cfg)
+    with pytest.raises(PlayworldError, match="--idm-steps must be an integer"):
+        fit_inverse_dynamics(tr, lab, 3, IDMConfig(steps=0))
+
+
+def test_mirror_permutation_swaps_left_and_right():
+    assert mirror_permutation(["NOOP", "FIRE", "RIGHT", "LEFT"]).tolist() == [0, 1, 3, 2]
+    assert mirror_permutation(["NOOP", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]).tolist() == [0, 2, 1, 4, 3]
+    for names in (["NOOP", "UP", "DOWN"], None):
+        with pytest.raises(PlayworldError, match="no such pair"):
+            mirror_permutation(names)
+
+
 def test_command_adapt_relabel_writes_a_real_action_policy(sprites, lam_dir, tmp_path):
     from playworld.cli import main
 
@@ -96,6 +169,21 @@ def test_command_adapt_relabel_writes_a_real_action_policy(sprites, lam_dir, tmp
     assert a.shape == (2,) and ((0 <= a) & (a < policy.config.num_actions)).all()
 
 
+def test_command_relabeller_idm_needs_no_lam(sprites, tmp_path):
+    from playworld.cli import main
+
+    out = tmp_path / "idm"
+    assert main(["train", "latent-policy", "--data", str(sprites), "--labels", "30", "--imitate", "all", "--adapt",
+                 "relabel", "--relabeller", "idm", "--idm-steps", "3", "--steps", "2", "--batch-size", "8",
+                 "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "latent_policy.json").read_text())
+    assert summary["relabeller"] == "idm" and summary["idm"]["steps"] == 3 and "window_map" not in summary
+    assert 0 <= summary["relabel_accuracy_train"] <= 1 and 0 <= summary["idm_accuracy_labelled"] <= 1
+    assert sum(summary["relabelled_histogram"]) == summary["train_transitions"]
+    assert (out / "idm.safetensors").exists() and not (out / "lam").exists()  # no LAM trained for it
+    assert LatentActionPolicy.from_pretrained(out).config.target == "real"
+
+
 def test_command_adapt_relabel_refuses_bad_input(sprites, lam_dir, tmp_path):
     with pytest.raises(PlayworldError, match="--map-window must be an integer from 1 to 5"):
         TrainLatentPolicy(sprites, tmp_path / "a", lam=lam_dir, imitate="all", adapt="relabel", map_window=0).run()
@@ -103,7 +191,13 @@ def test_command_adapt_relabel_refuses_bad_input(sprites, lam_dir, tmp_path):
         TrainLatentPolicy(sprites, tmp_path / "b", lam=lam_dir, imitate="all", adapt="relabel", target="real").run()
     with pytest.raises(PlayworldError, match="--adapt must be"):
         TrainLatentPolicy(sprites, tmp_path / "c", lam=lam_dir, imitate="all", adapt="pseudo").run()
-    assert not any((tmp_path / d).exists() for d in "abc")  # refused before anything was written
+    with pytest.raises(PlayworldError, match="--relabeller idm relabels the video; it needs --adapt relabel"):
+        TrainLatentPolicy(sprites, tmp_path / "d", lam=lam_dir, imitate="all", relabeller="idm").run()
+    with pytest.raises(PlayworldError, match="--idm-steps must be an integer"):
+        TrainLatentPolicy(sprites, tmp_path / "e", imitate="all", adapt="relabel", relabeller="idm", idm_steps=0).run()
+    with pytest.raises(PlayworldError, match="--relabeller must be one of window-map, idm"):
+        TrainLatentPolicy(sprites, tmp_path / "f", imitate="all", adapt="relabel", relabeller="vpt").run()
+    assert not any((tmp_path / d).exists() for d in "abcdef")  # refused before anything was written
 
 
 def test_benchmark_adapt_relabel(tmp_path):
