@@ -584,5 +584,29 @@ def test_a_plan_cannot_end_before_action(monkeypatch):
         return out
 
     monkeypatch.setattr(m, "logits", logits)
-    plan, bins, _ = decode_plan_and_actions(m, *m.prefill(_image(), _prompt(m), _state(1)))
-    assert plan == "pick up the red cube" and bins.shape == (1, m.config.action_dim)
+    plan, bins, _, cut = decode_plan_and_actions(m, *m.prefill(_image(), _prompt(m), _state(1)))
+    assert plan == "pick up the red cube" and bins.shape == (1, m.config.action_dim) and not cut
+
+
+def test_a_plan_that_runs_out_of_tokens_is_cut_and_the_action_still_follows(monkeypatch):
+    from playworld.policy.decoding import decode_plan_and_actions
+
+    m = _model(plan=True)
+    word = m.encode_text(" cube")[0]
+    original = m.logits
+
+    def logits(hidden, image_hidden=None):  # never writes "Action:"
+        out = original(hidden, image_hidden).clone()
+        out[:, word] = 1e4
+        return out
+
+    monkeypatch.setattr(m, "logits", logits)
+    with pytest.raises(ActionDecodeError, match="did not end"):
+        decode_plan_and_actions(m, *m.prefill(_image(), _prompt(m), _state(1)), finish_plan=False)
+    plan, bins, _, cut = decode_plan_and_actions(m, *m.prefill(_image(), _prompt(m), _state(1)))
+    assert cut and plan == " ".join(["cube"] * m.config.max_answer_tokens)
+    assert bins.shape == (1, m.config.action_dim) and bool(((bins >= 0) & (bins < m.config.num_bins)).all())
+    # the policy acts on it instead of falling back to a no-op, and counts the cut
+    pol = VLAPolicy(m, dtype="float32")
+    pol.select_action(_obs(np.zeros((32, 32, 3), np.uint8)), "pick up the red cube")
+    assert pol.num_cut_plans == 1 and pol.num_fallbacks == 0 and pol.last_action_text != "no-op"

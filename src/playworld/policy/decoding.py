@@ -193,22 +193,33 @@ def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tupl
 
 @torch.no_grad()
 def decode_plan_and_actions(
-    model: VLA, hidden: Tensor, cache: Any, temperature: float = 0.0, generator: torch.Generator | None = None
-) -> tuple[str, Tensor, Any]:
+    model: VLA, hidden: Tensor, cache: Any, temperature: float = 0.0, generator: torch.Generator | None = None,
+    finish_plan: bool = True,
+) -> tuple[str, Tensor, Any, bool]:
     """"Plan: <words>. Action:" (free text; action tokens and <eos> banned), then constrained actions.
 
-    Returns (the plan in words, bins (1, action_dim), cache); raises :class:`ActionDecodeError`
-    if no "Action:" came within ``max_answer_tokens``."""
+    A plan that has not reached "Action:" within ``max_answer_tokens`` is cut there: with
+    ``finish_plan`` the decoder writes ". Action:" for it (as every training plan ends) and the
+    actions follow what was written (a plan that wanders on after naming the object and its cell
+    still carries them); without, :class:`ActionDecodeError` is raised.
+
+    Returns (the plan in words, bins (1, action_dim), cache, whether the plan was cut)."""
     banned = action_token_mask(model) | latent_token_mask(model)
     banned[model.tokenizer.eos_id] = True  # the grammar: a plan ends with "Action:", never with <eos>
     ids, stopped, hidden, cache = generate_text(
         model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=banned,
     )
     text = model.tokenizer.decode(ids).strip()
-    if not stopped or not text.lower().endswith(ACTION_MARKER.lower()):
-        raise ActionDecodeError(f"the plan did not end with {ACTION_MARKER!r} within {len(ids)} tokens: {text!r}.")
+    cut = not stopped or not text.lower().endswith(ACTION_MARKER.lower())
+    if cut:
+        marker = model.encode_text(f". {ACTION_MARKER}")
+        used = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+        if not finish_plan or used + len(marker) + model.config.action_dim > model.lm.max_len:
+            raise ActionDecodeError(f"the plan did not end with {ACTION_MARKER!r} within {len(ids)} tokens: {text!r}.")
+        hidden, cache = model.extend(torch.tensor([marker], device=hidden.device), cache)
+        text = f"{text}. {ACTION_MARKER}"
     plan = text[: -len(ACTION_MARKER)].strip()
     if plan.lower().startswith("plan:"):
         plan = plan[5:].strip()
     bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
-    return plan.rstrip(". "), bins, cache
+    return plan.rstrip(". "), bins, cache, cut

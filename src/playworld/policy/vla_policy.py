@@ -98,6 +98,7 @@ class VLAPolicy:
         self._warned_resize = False
         self.step_seconds: list[float] = []
         self.num_fallbacks = 0
+        self.num_cut_plans = 0  # plans that ran out of tokens before "Action:" (finished by the decoder)
         self.reset()
 
     @classmethod
@@ -239,9 +240,10 @@ class VLAPolicy:
         try:
             hidden, cache = self.model.prefill(image, prompt, state, wrist)  # (1, D), KV cache of image(s) + prompt
             if self.model.config.plan:
-                self.last_plan, bins, _ = decode_plan_and_actions(
+                self.last_plan, bins, _, cut = decode_plan_and_actions(
                     self.model, hidden, cache, self.temperature, self.generator
                 )
+                self.num_cut_plans += cut
             elif self.constrained:
                 bins, _, _ = decode_actions(
                     self.model, hidden, cache, temperature=self.temperature, generator=self.generator
