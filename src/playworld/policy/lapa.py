@@ -145,7 +145,7 @@ def init_from_checkpoint(
     a checkpoint that is not a VLA, a word vocabulary missing words of this data, another
     number of bins or action dimensions, examples longer than the checkpoint's context.
     """
-    from playworld.policy.train_vla import max_example_tokens, training_texts
+    from playworld.policy.train_vla import asks_point, max_example_tokens, training_texts
     from playworld.policy.vla import VLA
 
     path = Path(path)
@@ -181,7 +181,7 @@ def init_from_checkpoint(
     if old.backbone == "tiny":
         known = set(old.vocab)
         locate = changes.get("plan_locate", "")
-        point = locate == "image" and changes.get("vqa_scenes", old.vqa_scenes) > 0
+        point = asks_point(locate, changes.get("vqa_scenes", old.vqa_scenes))
         texts = training_texts(episodes, locate, old.image_size // old.tiny_patch,
                                changes.get("vqa_lexicon", old.vqa_lexicon), point)
         missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)

@@ -209,13 +209,17 @@ class VLADataset(Dataset):
         return item
 
 
+def asks_point(plan_locate: str, vqa_scenes: int) -> bool:
+    """Whether the VQA asks "which image cell shows ...?": ``plan_locate="image"`` models
+    co-fine-tuned with VQA-only scenes."""
+    return plan_locate == "image" and vqa_scenes > 0
+
+
 def vqa_options(model: VLA) -> dict[str, Any]:
     """The keyword arguments of ``vqa.sample_questions`` / ``scene_questions`` for the VQA this
-    model is co-fine-tuned with: the lexicon, and "which image cell shows ...?" questions for
-    ``plan_locate="image"`` models with VQA-only scenes."""
+    model is co-fine-tuned with: the lexicon, and the pointing questions (:func:`asks_point`)."""
     cfg = model.config
-    point = cfg.plan_locate == "image" and cfg.vqa_scenes > 0
-    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if point else 0}
+    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if asks_point(cfg.plan_locate, cfg.vqa_scenes) else 0}
 
 
 def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, wrist_camera_size: int = 0,
@@ -292,8 +296,9 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
         fields["backbone"] = backbone
     if backbone == "tiny":
         grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
-        point = fields.get("plan_locate", "") == "image" and fields.get("vqa_scenes", 0) > 0
-        texts = training_texts(episodes, fields.get("plan_locate", ""), grid, fields.get("vqa_lexicon", False), point)
+        locate = fields.get("plan_locate", "")
+        point = asks_point(locate, fields.get("vqa_scenes", 0))
+        texts = training_texts(episodes, locate, grid, fields.get("vqa_lexicon", False), point)
         fields["vocab"] = tuple(WordTokenizer.build(texts).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
