@@ -158,6 +158,7 @@ def test_the_lexicon_names_objects_with_synonyms_the_robot_data_never_uses():
     held_out_verbs = {"grab", "raise", "shove", "slide", "tidy", "belongs", "beside", "balance"}
     assert all(v in " ".join(t for ts in PARAPHRASE_TEMPLATES.values() for t in ts) for v in held_out_verbs)
     assert not wide & held_out_verbs
+    assert not wide & {"leftmost", "rightmost"}  # the suite's spatial references
 
 
 def test_pointing_questions_name_the_image_token_that_shows_each_object():

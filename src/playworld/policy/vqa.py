@@ -29,8 +29,8 @@ The lexicon (``lexicon=True``, ``--vqa-lexicon``) widens the "web data" the way 
 wider than robot data: it names objects with colour and shape synonyms the robot
 demonstrations never use ("which object is the scarlet box?" -> red cube), so that words known
 only from vision-language data can reach the actions (RT-2's transfer, in miniature). The verb
-paraphrases of the ``unseen-instructions`` suite and its spatial references are in no
-training text.
+paraphrases of the ``unseen-instructions`` suite and its spatial references ("the leftmost
+block", "the cube closest to you") are in no training text (single words such as "closest" are).
 """
 
 from __future__ import annotations
