@@ -197,3 +197,17 @@ def test_tiny_ablation_benchmark_trains_three_arms_and_prints_the_table(demos, t
     runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_ablation.py"), run_name="__main__")
     assert (out / "scratch" / "eval-ablation" / "seen" / "vla_eval.json").stat().st_mtime_ns == stamp
     assert capsys.readouterr().out.count("| scratch | ") == 1
+
+
+def test_gif_frames_keep_one_size_and_show_a_long_plan():
+    import numpy as np
+
+    from playworld.eval.vla_eval import overlay
+
+    image = np.zeros((32, 64, 3), np.uint8)
+    short = overlay(image, "pick up the red cube", "0 128 | cellcf")
+    long = overlay(image, "pick up the red cube", "0 128 128 | " + "pick up the purple ball at celldb, then " * 4)
+    assert short.shape == long.shape  # GIF frames must match
+    band = 14  # scale 3: one text line per band
+    # a long plan spills onto the second bottom line; a short one leaves it empty
+    assert long[-band:].max() > 100 and short[-band:].max() < 30

@@ -55,18 +55,24 @@ def machine_info() -> dict[str, Any]:
 
 
 def overlay(image: np.ndarray, top: str, bottom: str, scale: int = 3) -> np.ndarray:
-    """Upscale an (H, W, 3) frame and write ``top`` / ``bottom`` text on dark bands."""
+    """Upscale an (H, W, 3) frame and write ``top`` / ``bottom`` text on dark bands (the bottom
+    text, e.g. action + plan, wrapped over 2 lines; every frame gets the same size, for GIFs)."""
+    import textwrap
+
     from PIL import Image, ImageDraw, ImageFont
 
     h, w = image.shape[:2]
     img = Image.fromarray(image).resize((w * scale, h * scale), Image.NEAREST)
     band = 14 * max(1, scale // 2)
-    canvas = Image.new("RGB", (w * scale, h * scale + 2 * band), (20, 20, 24))
+    chars = max(20, int(w * scale / (0.55 * (band - 4))))  # characters per line at this font size
+    lines = textwrap.wrap(bottom, chars)[:2]
+    canvas = Image.new("RGB", (w * scale, h * scale + band * 3), (20, 20, 24))
     canvas.paste(img, (0, band))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(10, band - 4))
-    draw.text((4, 2), top[:70], fill=(255, 255, 255), font=font)
-    draw.text((4, h * scale + band + 2), bottom[:70], fill=(255, 220, 120), font=font)
+    draw.text((4, 2), top[:chars], fill=(255, 255, 255), font=font)
+    for i, line in enumerate(lines):
+        draw.text((4, h * scale + band * (1 + i) + 2), line, fill=(255, 220, 120), font=font)
     return np.asarray(canvas)
 
 
