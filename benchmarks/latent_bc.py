@@ -601,7 +601,10 @@ def plot(r: dict, path: Path, width: int = 640, height: int = 420) -> None:
             lo, hi = row[m]["ci95"]
             d.line([x, py(lo), x, py(hi)], fill=colour, width=1)
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    d.text((left + 8, top + 6), "latent-action policy", fill=(200, 40, 40))
+    method = {"idm": "policy on video relabelled by an inverse-dynamics model",
+              "window-map": "policy on video relabelled by the latent window map"}.get(r.get("relabeller") or "",
+                                                                                       "latent-action policy")
+    d.text((left + 8, top + 6), method, fill=(200, 40, 40))
     d.text((left + 8, top + 20), "oracle BC (real labels)", fill=(40, 80, 200))
     d.text((width // 2 - 90, height - 22), "K labelled transitions (log scale)", fill="black")
     d.text((left, 8), f"{r['game']}: mean return vs K", fill="black")
