@@ -196,7 +196,7 @@ def run(args) -> dict:
         raise PlayworldError(f"--relabeller {args.relabeller} relabels the video; pass --adapt relabel with it.")
     if args.adapt == "relabel":
         window_offsets(args.map_window)  # fails early
-        IDMConfig(steps=args.idm_steps, mirror=args.idm_mirror).check()
+        IDMConfig(steps=args.idm_steps, mirror=args.idm_mirror)  # bad settings fail here
     ft_budget = finetune_train_config(policy_train_config(args, 0), args.finetune_steps, args.finetune_lr)  # fails early
     if args.oracle_only:
         return run_oracles(args, data, style)

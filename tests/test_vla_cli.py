@@ -115,7 +115,7 @@ class _PointingPolicy:
     in the newest of ``envs``."""
 
     def __init__(self, which: int, envs: list):
-        self.which, self.envs, self.step_seconds, self.num_fallbacks = which, envs, [], 0
+        self.which, self.envs, self.step_seconds, self.num_fallbacks, self.num_cut_plans = which, envs, [], 0, 0
         self.last_plan, self.last_action_text = None, ""
         self.model = types.SimpleNamespace(image_grid=8)
 

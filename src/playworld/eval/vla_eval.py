@@ -145,7 +145,7 @@ def evaluate_suite(
     plan_errors, plan_on_named = [], 0  # plans that say where the named object is (plan_locate)
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
-    fallbacks0, cut0 = policy.num_fallbacks, getattr(policy, "num_cut_plans", 0)
+    fallbacks0, cut0 = policy.num_fallbacks, policy.num_cut_plans
     try:
         for k, spec in enumerate(specs):
             obs, info = env.reset(options={"episode": spec})
@@ -216,7 +216,7 @@ def evaluate_suite(
         "control_hz": policy.control_hz,
         "policy_ms_per_step": 1000.0 * float(np.mean(policy.step_seconds)) if policy.step_seconds else None,
         "no_op_fallbacks": policy.num_fallbacks - fallbacks0,
-        "plans_cut": getattr(policy, "num_cut_plans", 0) - cut0,
+        "plans_cut": policy.num_cut_plans - cut0,
         "vqa_accuracy": vqa_right / vqa_total if vqa_total else None,
         "vqa_questions": vqa_total,
         "vqa_per_kind": {k: {"correct": r, "questions": n, "accuracy": r / n} for k, (r, n) in sorted(vqa_kinds.items())},

@@ -425,14 +425,13 @@ class IDMConfig:
     mirror: bool = False
     seed: int = 0
 
-    def check(self) -> IDMConfig:
+    def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise PlayworldError(f"--idm-{name.replace('_', '-')} must be an integer >= 1, got {v!r}.")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1 or self.max_shift < 0:
             raise PlayworldError(f"bad inverse-dynamics settings: {self}.")
-        return self
 
 
 class InverseDynamicsNet(torch.nn.Module):
@@ -441,22 +440,20 @@ class InverseDynamicsNet(torch.nn.Module):
     Input ``(B, 4 * 3, H, W)`` float (:func:`idm_inputs`): frame t and the differences t+1 - t, t - (t-1) and
     (t+2) - (t+1), so the net sees the move of transition t and the moves around it (with momentum a move mixes
     a_t and a_(t-1)). Mean- and max-pooling over space make it read *what* moved, wherever it is, which 200 labels
-    can teach; ``extra`` inputs (optional, ``(B, num_extra)``) join the pooled features before the head.
+    can teach.
     """
 
-    def __init__(self, num_actions: int, num_extra: int = 0, dropout: float = 0.3, channels: int = 3):
+    def __init__(self, num_actions: int, dropout: float = 0.3):
         super().__init__()
-        c = channels * len(IDM_FRAME_OFFSETS)
         self.conv = torch.nn.Sequential(
-            torch.nn.Conv2d(c, 16, 5, 2, 2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.ReLU())
+            torch.nn.Conv2d(3 * len(IDM_FRAME_OFFSETS), 16, 5, 2, 2), torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.ReLU())
         self.drop = torch.nn.Dropout(dropout)
-        self.head = torch.nn.Linear(64 + num_extra, num_actions)
+        self.head = torch.nn.Linear(64, num_actions)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv(x)
-        h = torch.cat([h.mean((2, 3)), h.amax((2, 3))] + ([extra] if extra is not None else []), 1)
-        return self.head(self.drop(h))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)  # (B, 32, H/8, W/8)
+        return self.head(self.drop(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)))  # (B, num_actions)
 
 
 def idm_inputs(tr: Transitions, idx: np.ndarray) -> torch.Tensor:
@@ -500,7 +497,6 @@ def fit_inverse_dynamics(source: Transitions, labelled: np.ndarray, num_actions:
     the move relative to the last one, so even a window of codes reads a_t back only 0.65-0.73 of the time from
     200 labels on Breakout; the frames show the move itself (docs/bridge.md, sixth attempt).
     """
-    cfg = cfg.check()
     labelled = np.asarray(labelled, np.int64)
     if source.real is None or len(labelled) == 0:
         raise PlayworldError("an inverse-dynamics model needs labelled transitions with real actions (--labels K >= 1).")
@@ -754,7 +750,7 @@ class TrainLatentPolicy:
             raise PlayworldError(f"--relabeller {self.relabeller} relabels the video; it needs --adapt relabel.")
         if self.adapt == "relabel":
             window_offsets(self.map_window)  # a bad window fails before anything is trained
-            self._idm_config().check()
+            self._idm_config()  # bad --idm-* settings fail before anything is trained
         ft_cfg = finetune_train_config(self.train, self.finetune_steps, self.finetune_lr) if self.adapt == "finetune" else None
         train, val = imitation_split(self.data, self.imitate)
         ds = train.dataset

@@ -141,6 +141,12 @@ def image_cell(xy: tuple[float, float], z: float, grid: int) -> tuple[int, int]:
     return int(np.clip(v * grid, 0, grid - 1)), int(np.clip(u * grid, 0, grid - 1))
 
 
+def cell_word_of(xy: tuple[float, float], shape: str | None, grid: int) -> str:
+    """The cell word of the image token that shows a ``shape`` object (its middle height) or, with
+    ``shape`` None, a point on the table at ``xy``, on a ``grid`` x ``grid`` token grid."""
+    return image_cell_word(*image_cell(xy, SHAPES[shape].half_height if shape else 0.0, grid))
+
+
 def plan_text(spec: EpisodeSpec | dict, locate: str = "", grid: int = 8) -> str:
     """The plan the scripted expert follows, naming objects plainly: "pick up the red cube, then
     put it in the tray" (RT-2's chain of thought: "Plan: pick rxbar chocolate").
@@ -163,8 +169,7 @@ def plan_text(spec: EpisodeSpec | dict, locate: str = "", grid: int = 8) -> str:
         if locate == "table":
             return f" at {locate_answer(xy)}"
         if locate == "image":
-            z = SHAPES[shape].half_height if shape else 0.0
-            return f" at {image_cell_word(*image_cell(xy, z, grid))}"
+            return f" at {cell_word_of(xy, shape, grid)}"
         return ""
 
     g = spec.goal
@@ -263,10 +268,9 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
                 add("exists", f"is there a {color} {shape} on the table?", "no")
     if scene.tray is not None:
         add("tray", "what colour is the tray?", scene.tray[0])
+    unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]  # "the <name>" means one object
     if lexicon:
-        for o in objs:
-            if sum(p.name == o.name for p in objs) > 1:
-                continue
+        for o in unique:
             for color in (o.color, *COLOR_SYNONYMS.get(o.color, ())):
                 for shape in (o.shape, *SHAPE_SYNONYMS.get(o.shape, ())):
                     if (color, shape) != (o.color, o.shape):
@@ -286,12 +290,10 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
                 on_side = [o for o in objs if o.shape == shape and sign * (o.xy[1] - ty) > SIDE_MARGIN]
                 if len(on_side) == 1:
                     add("spatial", f"what colour is the {shape} {side} of the tray?", on_side[0].color)
-    unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]
     for o in unique:
         add("locate", f"where is the {o.name}?", locate_answer(o.xy))
         if grid:
-            cell = image_cell(o.xy, SHAPES[o.shape].half_height, grid)
-            add("point", f"which image cell shows the {o.name}?", image_cell_word(*cell))
+            add("point", f"which image cell shows the {o.name}?", cell_word_of(o.xy, o.shape, grid))
     if scene.tray is not None:
         add("locate", "where is the tray?", locate_answer(scene.tray[1]))
     for a in unique:
