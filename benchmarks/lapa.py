@@ -43,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lam", type=Path, default=None, help="a trained LAM for this frame size (default: train one into OUT/lam)")
     ap.add_argument("--lam-steps", type=int, default=600)
     ap.add_argument("--lam-clip-len", type=int, default=6)
+    ap.add_argument("--lam-camera", default=None,
+                    help="the camera the LAM reads (e.g. wrist: the arm's own motion); default the data's first")
+    ap.add_argument("--lam-patch", type=int, default=16, help="patch size of the LAM trained here")
+    ap.add_argument("--lam-encoder-input", default="frames", choices=["frames", "diff", "frames+diff"],
+                    help="what the LAM trained here encodes (docs/bridge.md)")
+    ap.add_argument("--lam-no-encoder-positions", action="store_true",
+                    help="the LAM trained here has no spatial positions in its encoder")
     ap.add_argument("--labelled", type=int, default=10, help="M: the first M episodes keep their actions")
     ap.add_argument("--pretrain-steps", type=int, default=1000)
     ap.add_argument("--finetune-steps", type=int, default=500, help="of the LAPA fine-tuning and of the labelled-only arm")
@@ -51,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--latent-horizon", type=int, default=4)
     ap.add_argument("--robot-fraction", type=float, default=1.0, help="of every training stage (1 = no VQA)")
     ap.add_argument("--image-size", type=int, default=0, help="0: the tiny backbone's 64")
+    ap.add_argument("--tiny-vision", default="conv", choices=["conv", "efficientnet"], help="every arm's vision encoder")
+    ap.add_argument("--wrist-size", type=int, default=0, help="every arm also reads the wrist camera (0: no)")
+    ap.add_argument("--tasks", nargs="+", default=[], help="evaluate only these task families (e.g. pick)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--suites", nargs="+", default=["seen", *UNSEEN])
     ap.add_argument("--eval-episodes", type=int, default=10)
@@ -98,8 +108,10 @@ def run(args: argparse.Namespace) -> dict:
         lam = args.out / "lam"
         if not (lam / "model.safetensors").exists():
             t0 = time.perf_counter()
+            size = LAM_QUICK if args.quick else {**LAM_CPU, "patch_size": args.lam_patch}
             train_lam(args.data, lam, "tiny", steps=args.lam_steps, clip_len=args.lam_clip_len, num_actions=8,
-                      batch_size=4 if args.quick else 8, progress=False, **(LAM_QUICK if args.quick else LAM_CPU))
+                      batch_size=4 if args.quick else 8, progress=False, camera=args.lam_camera,
+                      encoder_input=args.lam_encoder_input, encoder_positions=not args.lam_no_encoder_positions, **size)
             timings["lam"] = time.perf_counter() - t0
 
     def tcfg(steps: int, seed: int) -> TrainConfig:
@@ -111,14 +123,14 @@ def run(args: argparse.Namespace) -> dict:
         if not (out / "model.safetensors").exists():
             t0 = time.perf_counter()
             TrainVLA(data=args.data, out=out, robot_fraction=args.robot_fraction, image_size=args.image_size,
-                     threads=args.threads, **kwargs).run()
+                     tiny_vision=args.tiny_vision, wrist_size=args.wrist_size, threads=args.threads, **kwargs).run()
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         return out
 
     for seed in args.seeds:
         root = args.out / f"seed{seed}"
         pre = train(root / "lapa-pretrain", "pretrain", latent_lam=lam, latent_horizon=args.latent_horizon,
-                    latent_clip_len=args.lam_clip_len, train=tcfg(args.pretrain_steps, seed))
+                    latent_clip_len=args.lam_clip_len, latent_camera=args.lam_camera, train=tcfg(args.pretrain_steps, seed))
         arms = {
             "lapa": train(root / "lapa-finetune", "finetune", init=pre, episodes=args.labelled,
                           train=tcfg(args.finetune_steps, seed)),
@@ -134,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
                 if m is None:
                     t0 = time.perf_counter()
                     rep = EvalVLA(policy=folder, suite=suite, episodes=args.eval_episodes, max_steps=args.max_steps,
-                                  vqa_per_episode=0, gif_episodes=0, threads=args.threads,
+                                  vqa_per_episode=0, gif_episodes=0, threads=args.threads, tasks=tuple(args.tasks),
                                   out=folder / f"eval-{suite}").run()
                     timings["eval"] = timings.get("eval", 0.0) + time.perf_counter() - t0
                     m = rep["suites"][suite]
@@ -175,7 +187,8 @@ def _cached_eval(folder: Path, suite: str, args: argparse.Namespace) -> dict | N
     """The metrics of an earlier evaluation of this model on the same episodes, if there is one."""
     rep = _json(folder / "vla_eval.json")
     m = rep.get("suites", {}).get(suite)
-    if m is None or m["episodes"] != args.eval_episodes or rep.get("max_steps", args.max_steps) != args.max_steps:
+    if (m is None or m["episodes"] != args.eval_episodes or rep.get("max_steps", args.max_steps) != args.max_steps
+            or list(rep.get("tasks", [])) != list(args.tasks)):
         return None
     return m
 
@@ -204,10 +217,12 @@ def markdown_table(r: dict, args: argparse.Namespace) -> str:
     cols = [*args.suites, "unseen-average"]
     seeds = list(r["seeds"])
     lines = [
-        f"LAPA vs labelled-only on {args.data}: LAM {args.lam or 'trained here'}, pretraining {args.pretrain_steps} steps "
+        f"LAPA vs labelled-only on {args.data}: LAM {args.lam or 'trained here'}"
+        f"{f' on the {args.lam_camera} camera' if args.lam_camera else ''}, pretraining {args.pretrain_steps} steps "
         f"on all episodes without actions (latent horizon {args.latent_horizon}), fine-tuning / labelled-only "
         f"{args.finetune_steps} steps on the first {args.labelled} episodes; batch {args.batch_size}, lr {args.lr}; "
-        f"{args.eval_episodes} episodes per suite and seed (max {args.max_steps} steps), seeds {', '.join(seeds)}.",
+        f"{args.eval_episodes} episodes per suite and seed (max {args.max_steps} steps"
+        f"{', tasks ' + ' '.join(args.tasks) if args.tasks else ''}), seeds {', '.join(seeds)}.",
         "",
     ]
     for seed, s in r["seeds"].items():

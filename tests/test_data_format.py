@@ -71,6 +71,8 @@ def test_round_trip_continuous_actions_and_no_actions(tmp_path):
     ds = load_dataset(tmp_path / "video")
     assert not ds.has_actions and ds.episode(0)["actions"] is None
     np.testing.assert_array_equal(ds.episode(0)["rewards"], [0, 0])
+    with pytest.raises(PlayworldError, match="one-camera playworld dataset; drop --camera wrist"):
+        load_dataset(tmp_path / "video", camera="wrist")
 
 
 def test_bad_episodes_are_rejected(tmp_path):
@@ -183,11 +185,12 @@ def test_lerobot_folders_go_to_the_lerobot_reader(tmp_path, monkeypatch):
 
     class FakeLeRobot:
         @staticmethod
-        def load_lerobot(r):
-            return ("loaded", r)
+        def load_lerobot(r, camera=None):
+            return ("loaded", r) if camera is None else ("loaded", r, camera)
 
     monkeypatch.setitem(sys.modules, "playworld.data.lerobot", FakeLeRobot)
     assert load_dataset(root) == ("loaded", root)
+    assert load_dataset(root, camera="wrist") == ("loaded", root, "wrist")
 
 
 @settings(max_examples=60, deadline=None)

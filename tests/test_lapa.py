@@ -314,3 +314,44 @@ def test_benchmark_quick_path_writes_the_table(demos, lam, tmp_path, capsys):
     pooled = result["pooled"]["lapa"]["unseen-average"]
     assert pooled["episodes"] == 1 and 0 <= pooled["ci95"][0] <= pooled["ci95"][1] <= 1
     assert "target (LAPA beats labelled-only" in capsys.readouterr().out
+
+
+# -- the LAM on another camera (the tabletop's wrist camera shows the arm's own motion) ------------
+
+
+@pytest.fixture(scope="module")
+def wrist_demos(tmp_path_factory):
+    from playworld.data.tabletop import record_tabletop
+
+    out = tmp_path_factory.mktemp("lapa-wrist") / "demos"
+    record_tabletop(out, episodes=5, tasks=("pick",), workers=1, size=64, wrist_size=32, progress=False)
+    return out
+
+
+def test_a_wrist_camera_lam_labels_the_wrist_video(wrist_demos, tmp_path, capsys):
+    from playworld.data.format import load_dataset
+    from playworld.policy.lapa import label_episodes
+
+    assert load_dataset(wrist_demos).frame_size == (64, 64)
+    wrist = load_dataset(wrist_demos, camera="wrist")
+    assert wrist.frame_size == (32, 32) and wrist.camera == "observation.images.wrist"
+    with pytest.raises(PlayworldError, match="camera 'palm' is not in"):
+        load_dataset(wrist_demos, camera="palm")
+    # `playworld train lam --camera wrist` trains on the 32 px wrist frames
+    lam = tmp_path / "lam"
+    assert main(["train", "lam", "--data", str(wrist_demos), "--out", str(lam), "--camera", "wrist", "--steps", "2",
+                 "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "0", "--sample-every", "0",
+                 "--no-progress"]) == 0
+    assert json.loads((lam / "config.json").read_text())["image_size"] == [32, 32]
+    labels, summary = label_episodes(lam, wrist_demos, [0, 1], clip_len=4, camera="wrist")
+    assert summary["camera"] == "observation.images.wrist"
+    assert [len(labels[e]) for e in (0, 1)] == [len(wrist.episode(e)["frames"]) - 1 for e in (0, 1)]
+    # the front camera's 64 px frames do not fit it: the message names the camera and the option
+    with pytest.raises(PlayworldError, match=r"observation.images.front; pick another camera with --latent-camera"):
+        label_episodes(lam, wrist_demos, [0], clip_len=4)
+    # LAPA pretraining on the wrist LAM's labels; --latent-camera alone is refused
+    assert _train(wrist_demos, tmp_path / "pre", "--latent-lam", str(lam), "--latent-clip-len", "4",
+                  "--latent-camera", "wrist") == 0
+    assert json.loads((tmp_path / "pre" / "latent_labels.json").read_text())["camera"] == "observation.images.wrist"
+    assert _train(wrist_demos, tmp_path / "x", "--latent-camera", "wrist") == 1
+    assert "it needs --latent-lam" in capsys.readouterr().err

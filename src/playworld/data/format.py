@@ -571,8 +571,11 @@ def _open_npy(path: Path) -> np.ndarray:
         ) from None
 
 
-def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
+def load_dataset(root: str | os.PathLike | VideoDataset, camera: str | None = None) -> VideoDataset:
     """Open a dataset folder (or pass a :class:`VideoDataset` through).
+
+    ``camera``: which camera of a LeRobot folder with several to read (``wrist`` or
+    ``observation.images.wrist``; None: its first). A playworld folder has one camera and takes None.
 
     Raises a :class:`PlayworldError` that says what to do when ``root`` is missing, is not a
     dataset, was written by a newer playworld, or has a corrupt ``meta.json``. A LeRobot
@@ -583,6 +586,8 @@ def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
     if isinstance(root, VideoDataset) or hasattr(root, "episode_frames"):
         return root
     root = Path(root).expanduser()
+    if camera is not None and root.is_dir() and not (root / META_FILE).is_file() and (root / "meta" / "info.json").is_file():
+        return _load_lerobot(root, camera)
     if not root.exists():
         raise PlayworldError(
             f"{root} does not exist; pass a dataset folder made by `playworld record` or `playworld ingest`."
@@ -621,6 +626,8 @@ def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
             f"{root} uses dataset format_version {version}, but this playworld reads versions up to "
             f"{FORMAT_VERSION}; upgrade playworld (pip install -U playworld)."
         )
+    if camera is not None:
+        raise PlayworldError(f"{root} is a one-camera playworld dataset; drop --camera {camera} (it is for LeRobot folders with several cameras).")
     missing = [k for k in ("fps", "frame_size", "num_frames", "episodes", "shards") if k not in meta]
     if missing:
         raise PlayworldError(
@@ -637,7 +644,7 @@ def load_dataset(root: str | os.PathLike | VideoDataset) -> VideoDataset:
     return ds
 
 
-def _load_lerobot(root: Path) -> VideoDataset:
+def _load_lerobot(root: Path, camera: str | None = None) -> VideoDataset:
     """LeRobot folders are read by ``playworld.data.lerobot`` when that module is installed."""
     try:
         from playworld.data import lerobot
@@ -648,4 +655,4 @@ def _load_lerobot(root: Path) -> VideoDataset:
             f"{root} looks like a LeRobot dataset (meta/info.json), which this playworld cannot read; "
             "upgrade playworld, or convert it with `playworld ingest` from its videos."
         ) from None
-    return lerobot.load_lerobot(root)
+    return lerobot.load_lerobot(root, camera)

@@ -44,6 +44,7 @@ def label_episodes(
     episode_ids: list[int],
     clip_len: int = 6,
     num_latent: int | None = None,
+    camera: str | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     """The LAM's latent action of every transition of ``episode_ids`` of ``data``.
 
@@ -52,7 +53,8 @@ def label_episodes(
     diagnostic only, the labels never read them). Deterministic: the LAM's latent statistics are
     recomputed once on ``data`` and the same clip windows are used every time
     (:func:`playworld.policy.train_latent.label_transitions`). ``num_latent``: the codebook size
-    the VLA expects (a LAM with another is refused).
+    the VLA expects (a LAM with another is refused). ``camera``: the video the LAM reads, for a LeRobot
+    folder with several cameras (None: its first; the tabletop's wrist camera shows the arm's own motion).
     """
     from playworld.data.format import load_dataset
     from playworld.eval.metrics import normalized_mutual_info
@@ -64,8 +66,10 @@ def label_episodes(
         transitions_of,
     )
 
-    ds = load_dataset(data)
-    lam = load_lam(Path(lam_path), ds.frame_size)
+    ds = load_dataset(data, camera)
+    several = len(getattr(ds, "camera_keys", ())) > 1
+    lam = load_lam(Path(lam_path), ds.frame_size,
+                   hint=f" ({ds.camera}; pick another camera with --latent-camera)" if several else "")
     if num_latent is not None:
         check_codebook(lam.num_actions, num_latent, f"the VLA (its {num_latent} latent-action tokens)")
     recalibrate_latent_norm(lam, ds, clip_len)
@@ -75,6 +79,7 @@ def label_episodes(
     hist = np.bincount(codes, minlength=lam.num_actions)
     summary: dict[str, Any] = {
         "lam": str(lam_path),
+        "camera": getattr(ds, "camera", None),
         "num_latent_actions": lam.num_actions,
         "transitions": int(len(codes)),
         "latent_codes_used": int((hist > 0).sum()),

@@ -578,14 +578,16 @@ def action_pair_diagnostics(latent: np.ndarray, tr: Transitions) -> dict:
     }
 
 
-def load_lam(path: Path, frame_size: tuple[int, int], device: str = "cpu"):
+def load_lam(path: Path, frame_size: tuple[int, int], device: str = "cpu", hint: str = ""):
+    """The frozen LAM in ``path``, refused unless it reads frames of ``frame_size`` (``hint``: which video
+    the frames came from, for the message)."""
     from playworld.world.latent_actions import LatentActionModel
 
     lam = LatentActionModel.from_pretrained(path, map_location=device).eval().requires_grad_(False)
     if tuple(lam.config.image_size) != tuple(frame_size):
         raise PlayworldError(
             f"the latent action model in {path} reads {tuple(lam.config.image_size)} frames but the data has "
-            f"{tuple(frame_size)}; use a LAM trained on video of the same frame size."
+            f"{tuple(frame_size)}{hint}; use a LAM trained on video of the same frame size."
         )
     return lam
 
@@ -882,10 +884,11 @@ class TrainLatentPolicy:
 
 def train_lam(data: Path, out: Path, preset: str = "tiny", steps: int = 2000, clip_len: int = 6, num_actions: int = 8,
               batch_size: int = 8, lr: float = 6e-4, seed: int = 0, device: str = "auto", progress: bool = True,
-              **overrides) -> Path:
+              camera: str | None = None, **overrides) -> Path:
     """Train a latent action model on every episode of ``data`` (actions unused) with the one loop.
 
-    ``overrides`` change fields of the preset (e.g. ``dim=64, enc_depth=2`` for a CPU-sized LAM).
+    ``overrides`` change fields of the preset (e.g. ``dim=64, enc_depth=2`` for a CPU-sized LAM);
+    ``camera`` picks the camera of a LeRobot folder with several (None: its first).
     An interrupted run in ``out`` resumes.
     """
     from playworld.data.clips import ClipDataset
@@ -893,7 +896,7 @@ def train_lam(data: Path, out: Path, preset: str = "tiny", steps: int = 2000, cl
     from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
 
     seed_everything(seed)
-    clips = ClipDataset(data, clip_len, split="all")
+    clips = ClipDataset(load_dataset(data, camera), clip_len, split="all")
     model = LatentActionModel(LatentActionConfig.preset(preset, image_size=clips.dataset.frame_size,
                                                         num_actions=num_actions, **overrides))
     log.info("latent action model: %.2fM parameters", model.num_parameters() / 1e6)

@@ -370,6 +370,8 @@ class TrainVLA:
     """LAPA: frames per labelling window (the clip length the LAM was trained on; `playworld train lam` default 6)."""
     num_latent_actions: int = 0
     """LAPA: latent-action tokens the VLA writes; must equal the LAM's codebook (0: take the LAM's)."""
+    latent_camera: str | None = None
+    """LAPA: the camera whose video the LAM reads (a LAM trained with `playworld train lam --camera wrist`); default the data's first. The tabletop's wrist camera shows the arm's own motion (docs/bridge.md)."""
     init: Path | None = None
     """Start from the weights of a trained VLA (e.g. a LAPA-pretrained one, then fine-tune on labelled actions); its backbone and vocabulary are kept, a checkpoint of another backbone or vocabulary is refused."""
     train: TrainSettings = field(
@@ -412,6 +414,8 @@ class TrainVLA:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.vqa_lexicon and self.robot_fraction == 1:
             raise PlayworldError("--vqa-lexicon adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
+        if self.latent_camera is not None and self.latent_lam is None:
+            raise PlayworldError("--latent-camera picks the video the LAM reads; it needs --latent-lam.")
         if self.latent_lam is not None and self.plan:
             raise PlayworldError("--plan needs the episodes' plans as answers; LAPA pretraining (--latent-lam) writes latent tokens. Drop one.")
 
@@ -522,7 +526,8 @@ class TrainVLA:
         from playworld.policy.lapa import attach_latent_labels, label_episodes
         from playworld.utils import atomic_write_json
 
-        labels, summary = label_episodes(self.latent_lam, self.data, train_idx + val_idx, self.latent_clip_len, expect)
+        labels, summary = label_episodes(self.latent_lam, self.data, train_idx + val_idx, self.latent_clip_len, expect,
+                                        self.latent_camera)
         attach_latent_labels(train_eps, labels, train_idx)
         attach_latent_labels(val_eps, labels, val_idx)
         self.out.mkdir(parents=True, exist_ok=True)

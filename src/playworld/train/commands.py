@@ -35,8 +35,9 @@ def _frames_to_video(batch: dict) -> torch.Tensor:
     return batch["frames"].permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
-def _datasets(data: Path, clip_len: int, frame_skip: int, seed: int) -> tuple[ClipDataset, ClipDataset | None]:
-    ds = load_dataset(data)
+def _datasets(data: Path, clip_len: int, frame_skip: int, seed: int,
+              camera: str | None = None) -> tuple[ClipDataset, ClipDataset | None]:
+    ds = load_dataset(data, camera)
     train = ClipDataset(ds, clip_len, frame_skip=frame_skip, split="train", seed=seed)
     span = (clip_len - 1) * frame_skip + 1
     val_eps = ds.split_episodes("val", seed=seed)
@@ -65,6 +66,8 @@ class _PartCommand:
     """Take every N-th frame (raise it for slow-moving video)."""
     resume: bool = False
     """Continue the run in --out from its latest valid checkpoint."""
+    camera: str | None = None
+    """Which camera of a LeRobot dataset with several (e.g. wrist); default: its first (front for the tabletop)."""
 
 
 @dataclass
@@ -87,7 +90,7 @@ class TrainTokenizer(_PartCommand):
 
     def run(self) -> Path:
         seed_everything(self.train.seed)
-        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed)
+        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed, self.camera)
         model = self.build(train.dataset)
         log.info("tokenizer %s: %.2fM parameters", self.preset, model.num_parameters() / 1e6)
         trainer = Trainer(
@@ -120,7 +123,7 @@ class TrainLAM(_PartCommand):
         from playworld.world.latent_actions import LatentActionConfig, LatentActionModel
 
         seed_everything(self.train.seed)
-        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed)
+        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed, self.camera)
         model = LatentActionModel(
             LatentActionConfig.preset(self.preset, image_size=train.dataset.frame_size, num_actions=self.num_actions,
                                       encoder_input=self.encoder_input, encoder_positions=self.encoder_positions,
@@ -188,7 +191,7 @@ class TrainDynamics(_PartCommand):
         device = str(resolve_device(self.train.device))  # under torchrun: this rank's GPU, not cuda:0
         tok = VideoTokenizer.from_pretrained(self.tokenizer, map_location=device).eval().requires_grad_(False)
         lam = LatentActionModel.from_pretrained(self.lam, map_location=device).eval().requires_grad_(False)
-        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed)
+        train, val = _datasets(self.data, self.clip_len, self.frame_skip, self.train.seed, self.camera)
         if tuple(tok.config.image_size) != tuple(train.dataset.frame_size):
             raise PlayworldError(
                 f"the tokenizer was trained on {tuple(tok.config.image_size)} frames but {self.data} has "
