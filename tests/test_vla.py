@@ -416,6 +416,34 @@ def test_dataset_mixes_robot_and_vqa_examples(model, fraction):
     assert torch.equal(ds[len(ds) - 1]["input_ids"], ds[len(ds) - 1]["input_ids"])  # deterministic
 
 
+def test_instruction_noise_touches_only_the_instruction_words(model):
+    """--instruction-noise: words of the instruction/question become <unk> or get <unk>s inserted
+    before them; the template, the answer and its loss mask stay, and each item is fixed."""
+    eps = _episodes(4, 25)
+    clean = VLADataset(model, eps, robot_fraction=0.5, seed=0)
+    noisy = VLADataset(model, eps, robot_fraction=0.5, seed=0, instruction_noise=0.3)
+    head = model.encode_text("Q: what action should the robot take to")
+    instr = model.encode_text(SPEC["instruction"])
+    unk, changed = model.tokenizer.unk_id, 0
+    for i in range(len(noisy)):
+        a, b = clean[i], noisy[i]
+        ids = b["input_ids"][b["input_ids"] != model.tokenizer.pad_id].tolist()
+        assert torch.equal(a["labels"][a["labels"] != IGNORE], b["labels"][b["labels"] != IGNORE])  # same answer
+        n_prompt = int((b["labels"] == IGNORE).logical_and(b["input_ids"] != model.tokenizer.pad_id).sum())
+        prompt = ids[:n_prompt]
+        assert prompt[-3:] == model.encode_text("? A:")  # the template's end stays
+        if i < noisy.n_robot:
+            assert prompt[: len(head)] == head  # and its start
+            kept = [w for w in prompt[len(head) : -3] if w != unk]
+            it = iter(instr)  # what is left of the instruction is the instruction in order, minus dropped words
+            assert all(w in it for w in kept)
+        changed += prompt != a["input_ids"][: len(prompt)].tolist() or len(ids) != int((a["input_ids"] != 0).sum())
+        assert torch.equal(noisy[i]["input_ids"], b["input_ids"])  # seeded per item: exact resume
+    assert 0.3 * len(noisy) < changed < len(noisy)  # most items are touched at p = 0.3, not all
+    with pytest.raises(PlayworldError, match="instruction-noise"):
+        VLADataset(model, eps, instruction_noise=0.6)
+
+
 def test_plan_targets(model):
     ds = VLADataset(model, _episodes(1, 2), robot_fraction=1.0, plan=True)
     item = ds[0]

@@ -28,7 +28,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
         rc = main([
             "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
             "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
-            "--threads", "1", "--vqa-lexicon", "--vqa-scenes", "6",
+            "--threads", "1", "--vqa-lexicon", "--vqa-scenes", "6", "--instruction-noise", "0.15",
         ])
         assert torch.get_num_threads() == 1
     finally:
@@ -77,6 +77,8 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
 def test_bad_arguments_are_one_line_errors(demos, tmp_path, capsys):
     assert main(["train", "vla", "--data", str(demos), "--out", str(tmp_path / "x"), "--robot-fraction", "0"]) == 1
     assert "robot-fraction" in capsys.readouterr().err
+    assert main(["train", "vla", "--data", str(demos), "--out", str(tmp_path / "x"), "--instruction-noise", "0.7"]) == 1
+    assert "--instruction-noise" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["eval", "vla", "--policy", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
 

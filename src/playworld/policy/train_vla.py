@@ -33,7 +33,14 @@ from torch.utils.data import Dataset
 from playworld.envs.tabletop.tasks import EpisodeSpec
 from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionTokenizer
-from playworld.policy.vla import ACTION_TOKENIZER_NAME, VLA, VLAConfig, robot_prompt, vqa_prompt
+from playworld.policy.vla import (
+    ACTION_TOKENIZER_NAME,
+    ROBOT_PROMPT_HEAD,
+    VLA,
+    VLAConfig,
+    robot_prompt,
+    vqa_prompt,
+)
 from playworld.policy.vqa import (
     image_cell_word,
     plan_question,
@@ -52,6 +59,7 @@ TrainSettings = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
 #: Share of VQA examples that ask for the plan of the episode's instruction (the rest are
 #: questions about the scene).
 PLAN_QUESTION_SHARE = 0.15
+
 #: Share of VQA examples drawn from the VQA-only scenes (``--vqa-scenes``) when there are any.
 SCENE_QUESTION_SHARE = 0.5
 
@@ -136,11 +144,15 @@ class VLADataset(Dataset):
 
     def __init__(self, model: VLA, episodes: list[Episode], robot_fraction: float = 1.0,
                  plan: bool = False, seed: int = 0, target: Literal["action", "latent"] = "action",
-                 vqa_scenes: list[Episode] | None = None):
+                 vqa_scenes: list[Episode] | None = None, instruction_noise: float = 0.0):
         if not 0 < robot_fraction <= 1:
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {robot_fraction}.")
         if not episodes:
             raise PlayworldError("no episodes to train on.")
+        if not 0 <= instruction_noise < 0.5:
+            raise PlayworldError(f"--instruction-noise must be in [0, 0.5), got {instruction_noise}.")
+        if instruction_noise and model.kind != "tiny":
+            raise PlayworldError("--instruction-noise writes <unk> words, which only the tiny backbone's word tokenizer has.")
         if target == "latent" and (plan or any(e.latent is None for e in episodes)):
             raise PlayworldError("latent (LAPA) examples need every episode's latent labels and no --plan.")
         if model.config.wrist_size and any(e.wrist is None for e in episodes):
@@ -154,6 +166,7 @@ class VLADataset(Dataset):
                 "this dataset lacks; record it with `playworld record tabletop` or use --robot-fraction 1."
             )
         self.model, self.episodes, self.plan, self.seed, self.target = model, episodes, plan, seed, target
+        self.instruction_noise = instruction_noise
         self.vqa_scenes = list(vqa_scenes or [])
         if any(e.spec is None for e in self.vqa_scenes):
             raise PlayworldError("VQA-only scenes need their simulator state (spec).")
@@ -194,9 +207,33 @@ class VLADataset(Dataset):
             qa = sample_questions(scene_from_spec(ep.spec), rng, 1, spatial=t == 0, **self.vqa_options)[0]
         return e, t, vqa_prompt(qa.question), self.model.answer_target_ids(qa.answer)
 
+    def noisy_prompt_ids(self, i: int, prompt: str, answer_len: int) -> list[int]:
+        """The prompt's ids with word noise on its instruction or question (``instruction_noise``
+        p; word dropout, Iyyer et al. 2015, plus EDA's random insertion, Wei & Zou 2019): each word
+        becomes ``<unk>`` with probability p, and an ``<unk>`` is inserted before each word with
+        probability p / 2, so that words the model never saw do not throw it off.
+        The template's own words ("Q: what action should the robot take to", "? A:") stay. The
+        draw is seeded by ``(seed, i)``, so an item is the same on every pass (exact resume)."""
+        ids = self.model.encode_text(prompt)
+        p = self.instruction_noise
+        head = len(self.model.encode_text(ROBOT_PROMPT_HEAD if prompt.startswith(ROBOT_PROMPT_HEAD) else "Q:"))
+        tail = len(self.model.encode_text("? A:"))
+        rng = np.random.default_rng([self.seed, i, 7])
+        unk = self.model.tokenizer.unk_id
+        words, inserted = [], 0
+        for w in ids[head : len(ids) - tail]:
+            if rng.random() < p / 2:
+                words.append(unk)
+                inserted += 1
+            words.append(unk if rng.random() < p else w)
+        if len(ids) + inserted + answer_len > self.model.config.max_text_len:  # no room: replacements only
+            words = [unk if rng.random() < p else w for w in ids[head : len(ids) - tail]]
+        return ids[:head] + words + ids[len(ids) - tail :]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         e, t, prompt, answer = self.example(int(i))
-        input_ids, labels = self.model.make_example(prompt, answer)
+        prompt_ids = self.noisy_prompt_ids(int(i), prompt, len(answer)) if self.instruction_noise else None
+        input_ids, labels = self.model.make_example(prompt, answer, prompt_ids)
         ep = self.episodes[e] if e < len(self.episodes) else self.vqa_scenes[e - len(self.episodes)]
         item = {
             "image": torch.from_numpy(ep.frames[t]),  # uint8 (S, S, 3)
@@ -372,6 +409,8 @@ class TrainVLA:
     """LAPA: latent-action tokens the VLA writes; must equal the LAM's codebook (0: take the LAM's)."""
     latent_camera: str | None = None
     """LAPA: the camera whose video the LAM reads (a LAM trained with `playworld train lam --camera wrist`); default the data's first. The tabletop's wrist camera shows the arm's own motion (docs/bridge.md)."""
+    instruction_noise: float = 0.0
+    """tiny backbone: word noise on training instructions and questions, probability p per word: the word becomes <unk>, and an <unk> is inserted before it with probability p / 2 (word dropout + random insertion), so that unknown words at test time ("could you ...") do not derail the model; 0 = off, try 0.15."""
     init: Path | None = None
     """Start from the weights of a trained VLA (e.g. a LAPA-pretrained one, then fine-tune on labelled actions); its backbone and vocabulary are kept, a checkpoint of another backbone or vocabulary is refused."""
     train: TrainSettings = field(
@@ -410,6 +449,10 @@ class TrainVLA:
             self.plan = True
         if self.vqa_scenes < 0:
             raise PlayworldError(f"--vqa-scenes must be >= 0, got {self.vqa_scenes}.")
+        if not 0 <= self.instruction_noise < 0.5:
+            raise PlayworldError(f"--instruction-noise must be in [0, 0.5), got {self.instruction_noise}.")
+        if self.instruction_noise and self.backbone != "tiny":
+            raise PlayworldError("--instruction-noise writes <unk> words, which only the tiny backbone's word tokenizer has.")
         if self.vqa_scenes and self.robot_fraction == 1:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.vqa_lexicon and self.robot_fraction == 1:
@@ -496,7 +539,7 @@ class TrainVLA:
         )
         target = "latent" if latent else "action"
         train = VLADataset(model, train_eps, self.robot_fraction, self.plan, seed=self.train.seed, target=target,
-                           vqa_scenes=scenes)
+                           vqa_scenes=scenes, instruction_noise=self.instruction_noise)
         if latent:
             from playworld.policy.lapa import check_enough_latent_examples
 

@@ -303,9 +303,12 @@ class VLAConfig(ModelConfig):
 # -- text formats (the model's input/output contract) ---------------------------------------------
 
 
+ROBOT_PROMPT_HEAD = "Q: what action should the robot take to"
+
+
 def robot_prompt(instruction: str) -> str:
     """RT-2's prompt for a robot action."""
-    return f"Q: what action should the robot take to {instruction.strip().rstrip('?.! ').strip()}? A:"
+    return f"{ROBOT_PROMPT_HEAD} {instruction.strip().rstrip('?.! ').strip()}? A:"
 
 
 def vqa_prompt(question: str) -> str:
@@ -638,9 +641,10 @@ class VLA(PretrainedModel):
     def answer_target_ids(self, answer: str) -> list[int]:
         return self.encode_text(" " + answer.strip()) + [self.tokenizer.eos_id]
 
-    def make_example(self, prompt: str, answer_ids: list[int]) -> tuple[Tensor, Tensor]:
-        """(input_ids (max_text_len,), labels (max_text_len,)): the loss sees the answer only."""
-        p = self.encode_text(prompt)
+    def make_example(self, prompt: str, answer_ids: list[int], prompt_ids: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """(input_ids (max_text_len,), labels (max_text_len,)): the loss sees the answer only.
+        ``prompt_ids``: the prompt's ids already made (e.g. with word noise), instead of encoding ``prompt``."""
+        p = self.encode_text(prompt) if prompt_ids is None else list(prompt_ids)
         ids = p + answer_ids
         n = self.config.max_text_len
         if len(ids) > n:
