@@ -178,7 +178,12 @@ def test_too_long_example_is_rejected(model):
 # -- KV cache -----------------------------------------------------------------------------------
 
 
-def test_kv_cache_matches_a_full_forward(model):
+@pytest.mark.parametrize("slots", [False, True])
+def test_kv_cache_matches_a_full_forward(model, slots):
+    if slots:
+        model = _model(action_slots=True)
+        with torch.no_grad():  # slot embeddings large enough to matter
+            model.action_slot_embed.normal_(std=1.0)
     img, prompt = _image(), _prompt(model)
     tail = torch.tensor([model.config.action_token_ids[:3]])
     full = model(img, torch.cat([prompt, tail], 1), _state(img))  # (1, L + 3, D): the state before each token
@@ -188,6 +193,24 @@ def test_kv_cache_matches_a_full_forward(model):
         hidden, cache = model.extend(tail[:, j : j + 1], cache)
         if j + 1 < 3:
             torch.testing.assert_close(hidden, full[:, prompt.shape[1] + j + 1], atol=1e-4, rtol=1e-4)
+
+
+def test_action_slots_tell_the_dimension_apart_from_the_position():
+    """With action_slots the same bin is embedded differently as dimension 0 and dimension 3,
+    and an action token's embedding depends on how many action tokens came before it, not on
+    how many words did (a plan one word shorter must not shift the dimensions)."""
+    model = _model(action_slots=True)
+    a = model.config.action_token_ids[5]
+    w = model.encode_text("the")[0]
+    e = model.embed_text(torch.tensor([[a, a, a, a]]))[0]  # (4, D): dimensions 0..3
+    assert not torch.allclose(e[0], e[3])
+    torch.testing.assert_close(e[3] - e[0], model.action_slot_embed[3] - model.action_slot_embed[0])
+    shifted = model.embed_text(torch.tensor([[w, w, a, a]]))[0]  # two words, then dimensions 0 and 1
+    torch.testing.assert_close(shifted[2:], e[:2])
+    torch.testing.assert_close(model.embed_text(torch.tensor([[a]]), actions_before=torch.tensor([3]))[0, 0], e[3])
+    plain = _model()
+    e = plain.embed_text(torch.tensor([[a, a]]))[0]
+    torch.testing.assert_close(e[0], e[1])  # RT-2's plain tokens: one embedding per bin
 
 
 def test_prefix_lm_lets_the_image_see_the_instruction_and_keeps_the_answer_causal():

@@ -230,6 +230,7 @@ class KVCache:
         self.keys: list[Tensor | None] = [None] * depth
         self.values: list[Tensor | None] = [None] * depth
         self.image_hidden: Tensor | None = None  # (B, N, D): set by VLA.prefill for cell_pointer models
+        self.actions_in_cache: Tensor | int = 0  # (B,): action tokens fed so far (VLA action slots)
 
     def get_seq_length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]

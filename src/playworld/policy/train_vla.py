@@ -409,6 +409,8 @@ class TrainVLA:
     """LAPA: latent-action tokens the VLA writes; must equal the LAM's codebook (0: take the LAM's)."""
     latent_camera: str | None = None
     """LAPA: the camera whose video the LAM reads (a LAM trained with `playworld train lam --camera wrist`); default the data's first. The tabletop's wrist camera shows the arm's own motion (docs/bridge.md)."""
+    action_slots: bool = False
+    """Add a learned embedding of each action token's dimension (0 = terminate ... 7 = gripper) to its input, so the next dimension is known from the tokens, not from absolute positions (robust to plans and prompts of unseen lengths; docs/vla.md). Set when a model is built; --init keeps the checkpoint's."""
     instruction_noise: float = 0.0
     """tiny backbone: word noise on training instructions and questions, probability p per word: the word becomes <unk>, and an <unk> is inserted before it with probability p / 2 (word dropout + random insertion), so that unknown words at test time ("could you ...") do not derail the model; 0 = off, try 0.15."""
     init: Path | None = None
@@ -457,6 +459,8 @@ class TrainVLA:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.vqa_lexicon and self.robot_fraction == 1:
             raise PlayworldError("--vqa-lexicon adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
+        if self.action_slots and self.init is not None:
+            raise PlayworldError("--action-slots is chosen when a model is built; --init keeps its checkpoint's setting.")
         if self.latent_camera is not None and self.latent_lam is None:
             raise PlayworldError("--latent-camera picks the video the LAM reads; it needs --latent-lam.")
         if self.latent_lam is not None and self.plan:
@@ -501,6 +505,8 @@ class TrainVLA:
         if self.vqa_lexicon or self.init is None:
             overrides["vqa_lexicon"] = self.vqa_lexicon
         overrides["vqa_scenes"] = self.vqa_scenes
+        if self.init is None:
+            overrides["action_slots"] = self.action_slots
         scenes: list[Episode] = []
         if self.vqa_scenes:
             from playworld.envs.tabletop.tasks import web_scene_specs

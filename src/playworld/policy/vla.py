@@ -175,6 +175,12 @@ class VLAConfig(ModelConfig):
     """Side of the camera images the training data was recorded at (0 = unknown). Closed-loop
     evaluation renders at this size, so the policy sees images made as in training (a scene
     rendered at 64 px is not the same picture as one rendered at 128 px and resized to 64)."""
+    action_slots: bool = False
+    """Each action token's input embedding also gets a learned embedding of its dimension (its
+    index among the answer's action tokens: 0 = terminate, ..., 7 = gripper), so the model knows
+    which dimension comes next from the tokens themselves, not from absolute positions. Without
+    it a plan one word shorter than any in training shifts every action dimension by one (measured
+    on unseen phrasings, docs/vla.md). False: RT-2's plain action tokens."""
     use_state: bool = False
     """Also read the robot's proprioceptive state (one extra prefix token). RT-2 reads the image
     alone; our top-down camera barely shows the gripper's height, so ``playworld train vla``
@@ -391,6 +397,8 @@ class VLA(PretrainedModel):
         # tied between input and output (the LM's rows for these ids are never used). Latent
         # tokens get the same treatment.
         self.action_embed = nn.Parameter(self._special_init(ids, d))  # (256, D)
+        if config.action_slots:
+            self.action_slot_embed = nn.Parameter(torch.randn(config.action_dim, d) * 0.02)  # (action_dim, D)
         if k:
             self.latent_embed = nn.Parameter(self._special_init(latent_ids, d))  # (K, D)
         if self.kind == "tiny":
@@ -469,8 +477,10 @@ class VLA(PretrainedModel):
         token = self.state_proj(x.to(prefix.dtype))  # (B, D)
         return torch.cat([prefix, token[:, None]], dim=1)  # (B, N + 1, D)
 
-    def embed_text(self, ids: Tensor) -> Tensor:
-        """Token ids (B, T) -> embeddings (B, T, D); action ids use ``action_embed``."""
+    def embed_text(self, ids: Tensor, actions_before: Tensor | int = 0) -> Tensor:
+        """Token ids (B, T) -> embeddings (B, T, D); action ids use ``action_embed`` (with
+        ``action_slots``: + the embedding of their dimension, counting ``actions_before`` (B,)
+        action tokens already in a KV cache)."""
         bins = self.bin_of[ids]  # (B, T)
         is_action = bins >= 0
         if self.config.num_latent_actions:
@@ -480,8 +490,11 @@ class VLA(PretrainedModel):
         else:
             special = is_action
         words = self.lm.embed(torch.where(special, torch.zeros_like(ids), ids))  # (B, T, D)
-        actions = self.action_embed[bins.clamp(min=0)].to(words.dtype)  # (B, T, D)
-        out = torch.where(is_action[..., None], actions, words)
+        actions = self.action_embed[bins.clamp(min=0)]  # (B, T, D)
+        if self.config.action_slots:  # the k-th action token of a row is dimension k
+            slot = torch.as_tensor(actions_before, device=ids.device).reshape(-1, 1) + is_action.long().cumsum(1) - 1
+            actions = actions + self.action_slot_embed[slot.clamp(0, self.config.action_dim - 1)]  # (B, T, D)
+        out = torch.where(is_action[..., None], actions.to(words.dtype), words)
         if self.config.num_latent_actions:
             latents = self.latent_embed[codes.clamp(min=0)].to(words.dtype)  # (B, T, D)
             out = torch.where(is_latent[..., None], latents, out)
@@ -603,6 +616,7 @@ class VLA(PretrainedModel):
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
         x = torch.cat([img, txt], dim=1)  # (B, N + L, D)
+        actions_in_cache = (self.bin_of[prompt_ids] >= 0).sum(1)  # (B,): for the action slots of later tokens
         if self.config.prefix_lm:  # all of it is prefix: image(s), state and prompt see each other
             prefix = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
             hidden, cache = self.lm(x, self.lm.new_cache(), prefix=prefix)
@@ -610,11 +624,14 @@ class VLA(PretrainedModel):
             hidden, cache = self.lm(x, self.lm.new_cache())
         if self.config.cell_pointer:  # what the cell words' logits point at while decoding
             cache.image_hidden = hidden[:, : self.num_image_tokens]  # (B, N, D)
+        cache.actions_in_cache = actions_in_cache
         return hidden[:, -1], cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache)."""
-        hidden, cache = self.lm(self.embed_text(ids).to(self.image_pos.dtype), cache)
+        before = getattr(cache, "actions_in_cache", 0)
+        hidden, cache = self.lm(self.embed_text(ids, before).to(self.image_pos.dtype), cache)
+        cache.actions_in_cache = before + (self.bin_of[ids] >= 0).sum(1)  # (B,)
         return hidden[:, -1], cache
 
     # -- text <-> ids ------------------------------------------------------------------------------
