@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,14 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     }
     assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
     assert "success" in capsys.readouterr().out
+    # the first-step diagnosis: one decoded step per episode, plan and action checked
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_first_step.py"))
+    summary = bench["main"](["--policy", str(out), "--suite", "seen", "--episodes", "2", "--out", str(tmp_path / "fs.json")])
+    rows = json.loads((tmp_path / "fs.json").read_text())["rows"]
+    assert summary["episodes"] == 2 and len(rows) == 2 and all(len(r["action"].split()) == 8 for r in rows)
+    assert summary["actions_out_of_place"] == sum(r["action"].split()[4] != "128" or r["action"].split()[5] != "128" for r in rows)
     # --tasks keeps only those families and skips suites that have none of them (symbols)
     rc = main([
         "eval", "vla", "--policy", str(out), "--suite", "all", "--tasks", "pick", "--episodes", "2", "--max-steps", "2",
