@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -76,16 +75,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not set(args.suites) & set(UNSEEN):
         ap.error(f"--suites needs at least one unseen suite ({', '.join(UNSEEN)}) for the unseen average.")
     return args
-
-
-def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
-    """95% interval of p1 - p2 from the two Wilson intervals (Newcombe 1998, method 10)."""
-    from playworld.eval.metrics import confidence_interval_95
-
-    p1, p2 = s1 / n1, s2 / n2
-    (l1, u1), (l2, u2) = confidence_interval_95(s1, n1), confidence_interval_95(s2, n2)
-    d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -167,6 +156,8 @@ def run(args: argparse.Namespace) -> dict:
             rows[suite] = {"successes": s, "episodes": n, "success_rate": s / n, "ci95": list(confidence_interval_95(s, n))}
         pooled[arm] = rows
     a, b = pooled["lapa"]["unseen-average"], pooled["labelled-only"]["unseen-average"]
+    from playworld.eval.metrics import newcombe_interval
+
     lo, hi = newcombe_interval(a["successes"], a["episodes"], b["successes"], b["episodes"])
     result["pooled"] = pooled
     ahead = a["success_rate"] > b["success_rate"]

@@ -248,6 +248,14 @@ def test_wilson_interval():
         confidence_interval_95(3, 0)
 
 
+def test_newcombe_interval_matches_the_published_example():
+    from playworld.eval.metrics import newcombe_interval
+
+    lo, hi = newcombe_interval(56, 70, 48, 80)  # Newcombe (1998), example (a): 0.0524 to 0.3339
+    assert (lo, hi) == (pytest.approx(0.0524, abs=1e-4), pytest.approx(0.3339, abs=1e-4))
+    assert newcombe_interval(48, 80, 56, 70) == pytest.approx((-hi, -lo))  # swapping the arms negates it
+
+
 # ---------------------------------------------------------------- EfficientNet-lite0 features
 
 

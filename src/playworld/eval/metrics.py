@@ -498,3 +498,12 @@ def confidence_interval_95(successes: int, n: int) -> tuple[float, float]:
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, center - half), min(1.0, center + half)
+
+
+def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
+    """95% interval of the difference of two success rates ``s1/n1 - s2/n2``, from their Wilson
+    intervals (Newcombe 1998, method 10)."""
+    p1, p2 = s1 / n1, s2 / n2
+    (l1, u1), (l2, u2) = confidence_interval_95(s1, n1), confidence_interval_95(s2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)

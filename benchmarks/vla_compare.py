@@ -1,0 +1,73 @@
+"""Pool `playworld eval vla` results per model and compare them with a baseline.
+
+Each model is a VLA folder; every ``vla_eval.json`` under it (``eval*/``, e.g. one folder per
+suite and layout seed) is read, and the successes of each suite are summed over them. Prints a
+markdown table: per suite successes / episodes with the 95% Wilson interval, the unseen average
+(unseen-objects + unseen-instructions, pooled), and each model's unseen-average difference from
+the first model with its 95% Newcombe interval.
+
+    python benchmarks/vla_compare.py runs/vla-pick runs/vla-pick-slots --suites seen unseen-objects unseen-instructions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from playworld.eval.metrics import confidence_interval_95, newcombe_interval
+
+UNSEEN = ("unseen-objects", "unseen-instructions")
+
+
+def pool(model: Path, patterns: list[str]) -> dict[str, tuple[int, int]]:
+    """suite -> (successes, episodes), summed over every evaluation JSON under ``model``."""
+    out: dict[str, tuple[int, int]] = {}
+    for f in sorted({f for pattern in patterns for f in model.glob(pattern)}):
+        for suite, m in json.loads(f.read_text())["suites"].items():
+            s, n = out.get(suite, (0, 0))
+            out[suite] = (s + int(m["successes"]), n + int(m["episodes"]))
+    return out
+
+
+def cell(s: int, n: int) -> str:
+    if not n:
+        return "-"
+    lo, hi = confidence_interval_95(s, n)
+    return f"{s}/{n} = {100 * s / n:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("models", type=Path, nargs="+", help="VLA folders; the first is the baseline")
+    p.add_argument("--suites", nargs="+", default=["seen", *UNSEEN], help="suites to show")
+    p.add_argument("--pattern", nargs="+", default=["eval-*/vla_eval.json", "eval2-*/vla_eval.json"],
+                   help="evaluation files under each model folder (globs; default: eval-SUITE and eval2-SUITE folders)")
+    args = p.parse_args(argv)
+    pooled = {m: pool(m, args.pattern) for m in args.models}
+    for m, suites in pooled.items():
+        if not suites:
+            raise SystemExit(f"no evaluation files {' '.join(args.pattern)} under {m}; run playworld eval vla --out {m}/eval-SUITE first.")
+    unseen = {m: tuple(map(sum, zip(*(r.get(s, (0, 0)) for s in UNSEEN), strict=True))) for m, r in pooled.items()}
+    base = args.models[0]
+    lines = [
+        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + base.name + " |",
+        "| --- " * (len(args.suites) + 3) + "|",
+    ]
+    result = {}
+    for m in args.models:
+        s, n = unseen[m]
+        diff = "-"
+        if m != base and n and unseen[base][1]:
+            lo, hi = newcombe_interval(s, n, *unseen[base])
+            d = s / n - unseen[base][0] / unseen[base][1]
+            diff = f"{100 * d:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
+        row = [cell(*pooled[m].get(suite, (0, 0))) for suite in args.suites]
+        lines.append(f"| `{m.name}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
+        result[str(m)] = {"suites": pooled[m], "unseen": unseen[m]}
+    print("\n".join(lines))
+    return result
+
+
+if __name__ == "__main__":
+    main()

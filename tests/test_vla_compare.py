@@ -1,0 +1,40 @@
+"""benchmarks/vla_compare.py pools evaluation files per model and compares with the baseline."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_compare.py"))
+
+
+def _eval(folder: Path, suite: str, successes: int, episodes: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "vla_eval.json").write_text(json.dumps({"suites": {suite: {"successes": successes, "episodes": episodes}}}))
+
+
+def test_pools_layout_seeds_and_compares_the_unseen_average(tmp_path, capsys):
+    base, new = tmp_path / "base", tmp_path / "new"
+    _eval(base / "eval-unseen-objects", "unseen-objects", 20, 50)
+    _eval(base / "eval-unseen-instructions", "unseen-instructions", 10, 50)
+    _eval(base / "eval2-unseen-instructions", "unseen-instructions", 5, 50)
+    _eval(base / "eval-old" / "nested", "seen", 50, 50)  # not an eval-SUITE folder: ignored
+    _eval(new / "eval-unseen-objects", "unseen-objects", 30, 50)
+    _eval(new / "eval2-unseen-instructions", "unseen-instructions", 25, 50)
+    result = BENCH["main"]([str(base), str(new), "--suites", "seen", "unseen-objects", "unseen-instructions"])
+    assert result[str(base)]["suites"]["unseen-instructions"] == (15, 100)
+    assert "seen" not in result[str(base)]["suites"]
+    assert result[str(base)]["unseen"] == (35, 150) and result[str(new)]["unseen"] == (55, 100)
+    out = capsys.readouterr().out
+    assert "15/100 = 15%" in out and "55/100 = 55%" in out
+    assert "+32 [" in out  # 55% - 23.3%
+
+
+def test_a_model_without_evaluations_is_a_clear_error(tmp_path):
+    _eval(tmp_path / "a" / "eval-seen", "seen", 1, 2)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SystemExit, match="no evaluation files"):
+        BENCH["main"]([str(tmp_path / "a"), str(tmp_path / "b")])
