@@ -27,9 +27,8 @@ STILL_BIN = "128"  # roll and pitch in every expert action
 
 
 def first_steps(policy: VLAPolicy, suite: str, episodes: int, seed: int, tasks: tuple[str, ...]) -> list[dict]:
-    cfg = policy.model.config
-    env = Tabletop(suite=suite, max_steps=2, image_size=cfg.camera_size or cfg.image_size, tasks=tasks,
-                   wrist_size=(cfg.wrist_camera_size or cfg.wrist_size) if cfg.wrist_size else 0)
+    camera, wrist = policy.model.config.render_sizes()
+    env = Tabletop(suite=suite, max_steps=2, image_size=camera, tasks=tasks, wrist_size=wrist)
     rows = []
     try:
         for k, spec in enumerate(get_suite(suite, tasks or None).episodes(episodes, seed=seed)):

@@ -57,9 +57,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     policy = VLAPolicy.from_pretrained(args.policy)
-    cfg = policy.model.config
-    env = Tabletop(suite=args.suite, max_steps=10, image_size=cfg.camera_size or 128, tasks=("pick",),
-                   wrist_size=cfg.wrist_size)
+    camera, wrist = policy.model.config.render_sizes()
+    env = Tabletop(suite=args.suite, max_steps=10, image_size=camera, tasks=("pick",), wrist_size=wrist)
     words = np.random.default_rng(args.seed)  # which synonym names each object
     trials = hits = expert_hits = blind_scenes = scenes = 0
     chance, plan_hits, plan_errors = [], 0, []

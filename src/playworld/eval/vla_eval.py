@@ -276,9 +276,8 @@ class EvalVLA:
         policy = VLAPolicy.from_pretrained(
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature
         )
-        camera = self.camera_size or policy.model.config.camera_size or 128
-        cfg = policy.model.config
-        wrist = (cfg.wrist_camera_size or cfg.wrist_size) if cfg.wrist_size else 0
+        trained_camera, wrist = policy.model.config.render_sizes()
+        camera = self.camera_size or trained_camera
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
         suites = list(SUITES) if self.suite == "all" else [self.suite]
         if self.tasks:

@@ -59,7 +59,6 @@ TrainSettings = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
 #: Share of VQA examples that ask for the plan of the episode's instruction (the rest are
 #: questions about the scene).
 PLAN_QUESTION_SHARE = 0.15
-
 #: Share of VQA examples drawn from the VQA-only scenes (``--vqa-scenes``) when there are any.
 SCENE_QUESTION_SHARE = 0.5
 
@@ -129,6 +128,15 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
     return out, tok, (ds.stats or {}).get("observation.state")
 
 
+def check_instruction_noise(p: float, tiny: bool) -> None:
+    """``--instruction-noise`` must be a probability below 0.5, and needs the tiny backbone's
+    word tokenizer (the only one with an ``<unk>`` word)."""
+    if not 0 <= p < 0.5:
+        raise PlayworldError(f"--instruction-noise must be in [0, 0.5), got {p}.")
+    if p and not tiny:
+        raise PlayworldError("--instruction-noise writes <unk> words, which only the tiny backbone's word tokenizer has.")
+
+
 class VLADataset(Dataset):
     """Robot frames, then VQA examples about the same episodes (see the module docstring).
 
@@ -149,10 +157,7 @@ class VLADataset(Dataset):
             raise PlayworldError(f"--robot-fraction must be in (0, 1], got {robot_fraction}.")
         if not episodes:
             raise PlayworldError("no episodes to train on.")
-        if not 0 <= instruction_noise < 0.5:
-            raise PlayworldError(f"--instruction-noise must be in [0, 0.5), got {instruction_noise}.")
-        if instruction_noise and model.kind != "tiny":
-            raise PlayworldError("--instruction-noise writes <unk> words, which only the tiny backbone's word tokenizer has.")
+        check_instruction_noise(instruction_noise, model.kind == "tiny")
         if target == "latent" and (plan or any(e.latent is None for e in episodes)):
             raise PlayworldError("latent (LAPA) examples need every episode's latent labels and no --plan.")
         if model.config.wrist_size and any(e.wrist is None for e in episodes):
@@ -167,6 +172,8 @@ class VLADataset(Dataset):
             )
         self.model, self.episodes, self.plan, self.seed, self.target = model, episodes, plan, seed, target
         self.instruction_noise = instruction_noise
+        # tokens of the prompt templates that --instruction-noise leaves alone: (robot head, VQA head, tail)
+        self._template_lens = tuple(len(model.encode_text(t)) for t in (ROBOT_PROMPT_HEAD, "Q:", "? A:"))
         self.vqa_scenes = list(vqa_scenes or [])
         if any(e.spec is None for e in self.vqa_scenes):
             raise PlayworldError("VQA-only scenes need their simulator state (spec).")
@@ -216,8 +223,8 @@ class VLADataset(Dataset):
         draw is seeded by ``(seed, i)``, so an item is the same on every pass (exact resume)."""
         ids = self.model.encode_text(prompt)
         p = self.instruction_noise
-        head = len(self.model.encode_text(ROBOT_PROMPT_HEAD if prompt.startswith(ROBOT_PROMPT_HEAD) else "Q:"))
-        tail = len(self.model.encode_text("? A:"))
+        robot_head, vqa_head, tail = self._template_lens
+        head = robot_head if prompt.startswith(ROBOT_PROMPT_HEAD) else vqa_head
         rng = np.random.default_rng([self.seed, i, 7])
         unk = self.model.tokenizer.unk_id
         words, inserted = [], 0
@@ -451,10 +458,7 @@ class TrainVLA:
             self.plan = True
         if self.vqa_scenes < 0:
             raise PlayworldError(f"--vqa-scenes must be >= 0, got {self.vqa_scenes}.")
-        if not 0 <= self.instruction_noise < 0.5:
-            raise PlayworldError(f"--instruction-noise must be in [0, 0.5), got {self.instruction_noise}.")
-        if self.instruction_noise and self.backbone != "tiny":
-            raise PlayworldError("--instruction-noise writes <unk> words, which only the tiny backbone's word tokenizer has.")
+        check_instruction_noise(self.instruction_noise, self.backbone == "tiny")
         if self.vqa_scenes and self.robot_fraction == 1:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.vqa_lexicon and self.robot_fraction == 1:

@@ -295,6 +295,12 @@ class VLAConfig(ModelConfig):
                     f"{self.action_dim} x {self.num_bins}; they must agree."
                 )
 
+    def render_sizes(self) -> tuple[int, int]:
+        """(fixed camera, wrist camera) sides to render closed-loop observations at: the sizes the
+        training data was recorded at (fixed camera 128 px when unknown; wrist 0 = none)."""
+        wrist = (self.wrist_camera_size or self.wrist_size) if self.wrist_size else 0
+        return self.camera_size or 128, wrist
+
     def get_action_tokenizer(self) -> ActionTokenizer:
         if not self.action_tokenizer:
             if self.num_latent_actions:
@@ -616,7 +622,6 @@ class VLA(PretrainedModel):
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
         x = torch.cat([img, txt], dim=1)  # (B, N + L, D)
-        actions_in_cache = (self.bin_of[prompt_ids] >= 0).sum(1)  # (B,): for the action slots of later tokens
         if self.config.prefix_lm:  # all of it is prefix: image(s), state and prompt see each other
             prefix = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
             hidden, cache = self.lm(x, self.lm.new_cache(), prefix=prefix)
@@ -624,14 +629,16 @@ class VLA(PretrainedModel):
             hidden, cache = self.lm(x, self.lm.new_cache())
         if self.config.cell_pointer:  # what the cell words' logits point at while decoding
             cache.image_hidden = hidden[:, : self.num_image_tokens]  # (B, N, D)
-        cache.actions_in_cache = actions_in_cache
+        if self.config.action_slots:  # the action slots of later tokens count on from here
+            cache.actions_in_cache = (self.bin_of[prompt_ids] >= 0).sum(1)  # (B,)
         return hidden[:, -1], cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache)."""
         before = getattr(cache, "actions_in_cache", 0)
         hidden, cache = self.lm(self.embed_text(ids, before).to(self.image_pos.dtype), cache)
-        cache.actions_in_cache = before + (self.bin_of[ids] >= 0).sum(1)  # (B,)
+        if self.config.action_slots:
+            cache.actions_in_cache = before + (self.bin_of[ids] >= 0).sum(1)  # (B,)
         return hidden[:, -1], cache
 
     # -- text <-> ids ------------------------------------------------------------------------------
