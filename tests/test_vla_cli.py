@@ -30,6 +30,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
             "train", "vla", "--data", str(demos), "--out", str(out), "--robot-fraction", "0.5", "--image-size", "32",
             "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
             "--threads", "1", "--vqa-lexicon", "--vqa-scenes", "6", "--instruction-noise", "0.15", "--action-slots",
+            "--vqa-refer",
         ])
         assert torch.get_num_threads() == 1
     finally:
@@ -41,7 +42,8 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     assert config["camera_size"] == 64
     # the lexicon's synonyms are words the tiny model knows, though no demo instruction uses them
     assert config["vqa_lexicon"] and {"crimson", "scarlet", "block"} <= set(config["vocab"])
-    assert config["vqa_scenes"] == 6 and config["action_slots"]
+    assert config["vqa_scenes"] == 6 and config["action_slots"] and config["vqa_refer"]
+    assert {"leftmost", "furthest"} <= set(config["vocab"])
     summary = json.loads((out / "train_summary.json").read_text())
     # exact-bin accuracy per action dimension, named after the dataset's action names
     assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)

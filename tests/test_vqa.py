@@ -189,3 +189,36 @@ def test_web_scenes_show_every_object_and_are_not_the_suites_episodes():
     layouts = {tuple(o.xy for o in s.objects) for s in specs}
     for suite in ("seen", "unseen-objects"):  # no evaluation layout is among them
         assert not layouts & {tuple(o.xy for o in s.objects) for s in get_suite(suite).episodes(300, seed=1)}
+
+
+def test_referring_expressions_name_the_extreme_object_of_its_shape():
+    from playworld.envs.tabletop.tasks import get_suite
+    from playworld.policy.train_vla import Episode, training_texts
+    from playworld.policy.vqa import spatial_references
+
+    assert not {"refer", "refer_plan"} & set(scene_questions(SCENE, lexicon=True, grid=8))  # only when asked
+    by_kind = scene_questions(SCENE, grid=8, refer=True)
+    refer = {qa.question: qa.answer for qa in by_kind["refer"]}
+    # three cubes: the red one (y 0.10) is leftmost by 0.10 m, the one at x 0.60 furthest by 0.20 m
+    assert refer["which object is the leftmost block?"] == "red cube"
+    assert refer["which object is the cube furthest from you?"] == "green cube"
+    assert refer["which object is the cube on the far right?"] == "green cube"  # y -0.18
+    assert refer["which image cell shows the leftmost cube?"] == scene_questions(SCENE, grid=8)["point"][0].answer
+    # a unique extreme by less than the margin names nothing: x 0.38 vs 0.40 is 2 cm
+    assert not any("closest" in expr for expr, _ in spatial_references(SCENE))
+    assert not any("can" in q or "tin" in q for q in refer)  # one can: nothing to tell apart
+    plans = {qa.question: qa.answer for qa in by_kind["refer_plan"]}
+    assert plans["what is the plan to pick up the leftmost box?"] == "pick up the red cube"
+    assert plans["what is the plan to lift the scarlet block?"] == "pick up the red cube"
+    assert plans["what is the plan to put the azure tin in the tray?"] == "pick up the blue can, then put it in the tray"
+    assert not any("emerald" in q for q in plans)  # two green cubes: a synonym of "green cube" is ambiguous
+    # without positions (a later frame), no spatial references, synonym plans still
+    moved = scene_questions(SCENE, spatial=False, refer=True)
+    assert "refer" not in moved and not any("leftmost" in qa.question for qa in moved["refer_plan"])
+
+    # the unseen-instructions suite's verb phrasings stay out of the training texts
+    specs = get_suite("seen").episodes(30, seed=0)
+    eps = [Episode(np.zeros((1, 8, 8, 3), np.uint8), None, None, s.instruction, s) for s in specs]
+    words = set(" ".join(training_texts(eps, lexicon=True, refer=True)).split())
+    assert {"leftmost", "rightmost", "closest", "furthest"} <= words
+    assert not words & {"grab", "raise", "hold", "shove", "slide", "drop", "tidy", "belongs", "balance", "beside"}

@@ -188,7 +188,8 @@ def init_from_checkpoint(
         locate = changes.get("plan_locate", "")
         point = asks_point(locate, changes.get("vqa_scenes", old.vqa_scenes))
         texts = training_texts(episodes, locate, old.image_size // old.tiny_patch,
-                               changes.get("vqa_lexicon", old.vqa_lexicon), point)
+                               changes.get("vqa_lexicon", old.vqa_lexicon), point,
+                               changes.get("vqa_refer", old.vqa_refer))
         missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)
         if missing:
             raise PlayworldError(

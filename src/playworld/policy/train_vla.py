@@ -263,7 +263,8 @@ def vqa_options(model: VLA) -> dict[str, Any]:
     """The keyword arguments of ``vqa.sample_questions`` / ``scene_questions`` for the VQA this
     model is co-fine-tuned with: the lexicon, and the pointing questions (:func:`asks_point`)."""
     cfg = model.config
-    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if asks_point(cfg.plan_locate, cfg.vqa_scenes) else 0}
+    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if asks_point(cfg.plan_locate, cfg.vqa_scenes) else 0,
+            "refer": cfg.vqa_refer}
 
 
 def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, wrist_camera_size: int = 0,
@@ -289,12 +290,13 @@ def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, w
 
 
 def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8, lexicon: bool = False,
-                   point: bool = False) -> list[str]:
+                   point: bool = False, refer: bool = False) -> list[str]:
     """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
     ``plan_locate``: plans that say where things are (``VLAConfig.plan_locate``; ``"image"``:
     also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not); ``lexicon``:
     the VQA lexicon's questions too (``VLAConfig.vqa_lexicon``); ``point``: the "which image cell
-    shows ...?" questions (:func:`vqa_options`)."""
+    shows ...?" questions (:func:`vqa_options`); ``refer``: the referring expressions
+    (``VLAConfig.vqa_refer``)."""
     texts = [" ".join(image_cell_word(r, c) for r in range(grid) for c in range(grid))] if plan_locate == "image" else []
     for ep in episodes:
         texts.append(robot_prompt(ep.instruction))
@@ -302,7 +304,8 @@ def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8
             texts.append(f" Plan: {plan_text(ep.spec, plan_locate, grid)}. Action:")
             qa = plan_question(ep.spec)
             texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
-            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon, grid=grid if point else 0).values():
+            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon, grid=grid if point else 0,
+                                       refer=refer).values():
                 texts += [f"{vqa_prompt(q.question)} {q.answer}" for q in qas]
     return texts
 
@@ -342,7 +345,8 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
         grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
         locate = fields.get("plan_locate", "")
         point = asks_point(locate, fields.get("vqa_scenes", 0))
-        texts = training_texts(episodes, locate, grid, fields.get("vqa_lexicon", False), point)
+        texts = training_texts(episodes, locate, grid, fields.get("vqa_lexicon", False), point,
+                               fields.get("vqa_refer", False))
         fields["vocab"] = tuple(WordTokenizer.build(texts).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
@@ -376,6 +380,8 @@ class TrainVLA:
     """With --plan-locate image: the cell words' logits point at the image tokens (a pointer over the fixed camera's tokens) instead of coming from fixed output embeddings."""
     vqa_lexicon: bool = False
     """Co-fine-tuning's VQA also names objects with colour/shape synonyms the robot demos never use ("which object is the scarlet box?" -> red cube): web-like breadth of vocabulary, so that words seen only in VQA can reach the actions; needs --robot-fraction < 1."""
+    vqa_refer: bool = False
+    """Co-fine-tuning's VQA also asks about referring expressions: which object a spatial reference means ("which object is the leftmost block?" -> red cube; "which image cell shows ...?" too with --vqa-scenes and --plan-locate image) and plans for the robot data's own phrasings with the object named by a spatial reference or synonyms ("what is the plan to pick up the crimson block?" -> "pick up the red cube"); never in robot demos; needs --robot-fraction < 1."""
     vqa_scenes: int = 0
     """Also co-fine-tune on N generated VQA-only scenes showing every colour and shape the simulator has (held-out objects too: the stand-in for web images, which show far more than the robot data); rendered at start, about 20 ms each; with --plan-locate image their VQA also asks "which image cell shows the ...?". Needs --robot-fraction < 1; 0 = none."""
     point_loss: float = 0.0
@@ -461,8 +467,9 @@ class TrainVLA:
         check_instruction_noise(self.instruction_noise, self.backbone == "tiny")
         if self.vqa_scenes and self.robot_fraction == 1:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
-        if self.vqa_lexicon and self.robot_fraction == 1:
-            raise PlayworldError("--vqa-lexicon adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
+        for flag, on in (("--vqa-lexicon", self.vqa_lexicon), ("--vqa-refer", self.vqa_refer)):
+            if on and self.robot_fraction == 1:
+                raise PlayworldError(f"{flag} adds VQA questions, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         if self.action_slots and self.init is not None:
             raise PlayworldError("--action-slots is chosen when a model is built; --init keeps its checkpoint's setting.")
         if self.latent_camera is not None and self.latent_lam is None:
@@ -508,6 +515,8 @@ class TrainVLA:
         overrides["cell_pointer"] = self.cell_pointer
         if self.vqa_lexicon or self.init is None:
             overrides["vqa_lexicon"] = self.vqa_lexicon
+        if self.vqa_refer or self.init is None:
+            overrides["vqa_refer"] = self.vqa_refer
         overrides["vqa_scenes"] = self.vqa_scenes
         if self.init is None:
             overrides["action_slots"] = self.action_slots

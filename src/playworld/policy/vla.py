@@ -151,6 +151,11 @@ class VLAConfig(ModelConfig):
     """Co-fine-tuned with the VQA lexicon (``vqa.scene_questions(lexicon=True)``): questions that
     name objects with colour/shape synonyms the robot demonstrations never use, the stand-in for
     the breadth of web data (their words are in a tiny model's vocabulary)."""
+    vqa_refer: bool = False
+    """Co-fine-tuned with referring expressions (``vqa.scene_questions(refer=True)``): which object
+    a spatial reference means ("which object is the leftmost block?"), and plans for the robot
+    data's own phrasings naming the object by a spatial reference or synonyms ("what is the plan
+    to pick up the crimson block?" -> "pick up the red cube"); VQA only, never robot data."""
     vqa_scenes: int = 0
     """Co-fine-tuned with this many extra VQA-only scenes (``tasks.web_scene_specs``: every colour
     and shape the simulator shows, held-out ones included), the stand-in for web images, which

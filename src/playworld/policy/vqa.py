@@ -48,6 +48,7 @@ from playworld.envs.tabletop.tasks import (
     SHAPE_SYNONYMS,
     SPAWN_X,
     SPAWN_Y,
+    TRAIN_TEMPLATES,
     EpisodeSpec,
 )
 
@@ -233,7 +234,70 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, grid: int = 0) -> dict[str, list[QA]]:
+#: Spatial referring expressions of ``refer=True``: (phrase, key); the object with the largest key
+#: among those of its shape is the one the phrase means ("the leftmost block"). "You" is the robot.
+REFER_PHRASES = (
+    ("{n} furthest from you", lambda o: o.xy[0]),
+    ("{n} furthest from the robot", lambda o: o.xy[0]),
+    ("{n} closest to you", lambda o: -o.xy[0]),
+    ("{n} closest to the robot", lambda o: -o.xy[0]),
+    ("leftmost {n}", lambda o: o.xy[1]),
+    ("{n} on the far left", lambda o: o.xy[1]),
+    ("rightmost {n}", lambda o: -o.xy[1]),
+    ("{n} on the far right", lambda o: -o.xy[1]),
+)
+#: A referring expression needs its object to be the extreme of its shape by this margin (metres).
+REFER_MARGIN = 0.06
+
+
+def spatial_references(scene: Scene) -> list[tuple[str, SceneObject]]:
+    """("leftmost block", red cube), ...: every spatial referring expression that means exactly one
+    object of the scene: the extreme of its shape along a direction (:data:`REFER_PHRASES`), by
+    :data:`REFER_MARGIN`, named by its shape or a shape synonym."""
+    out = []
+    for shape in sorted({o.shape for o in scene.objects}):
+        same = [o for o in scene.objects if o.shape == shape]
+        if len(same) < 2:
+            continue
+        for phrase, key in REFER_PHRASES:
+            ranked = sorted(same, key=key)
+            if key(ranked[-1]) - key(ranked[-2]) > REFER_MARGIN:
+                out += [(phrase.format(n=n), ranked[-1]) for n in (shape, *SHAPE_SYNONYMS.get(shape, ()))]
+    return out
+
+
+def synonym_references(scene: Scene) -> list[tuple[str, SceneObject]]:
+    """("crimson block", red cube), ...: every object whose name is unique in the scene, named with
+    colour and shape synonyms (the lexicon's names)."""
+    out = []
+    for o in scene.objects:
+        if sum(p.name == o.name for p in scene.objects) != 1:
+            continue
+        for color in (o.color, *COLOR_SYNONYMS.get(o.color, ())):
+            for shape in (o.shape, *SHAPE_SYNONYMS.get(o.shape, ())):
+                if (color, shape) != (o.color, o.shape):
+                    out.append((f"{color} {shape}", o))
+    return out
+
+
+def _refer_plans(scene: Scene, refs: list[tuple[str, SceneObject]]) -> list[QA]:
+    """"what is the plan to pick up the leftmost block?" -> "pick up the red cube": the robot data's
+    own phrasings (:data:`tasks.TRAIN_TEMPLATES`), about graspable objects named by reference."""
+    out = []
+    for expr, o in refs:
+        if not SHAPES[o.shape].graspable:
+            continue
+        for verb in TRAIN_TEMPLATES["pick"]:
+            out.append(QA(f"what is the plan to {verb.format(t=expr)}?", f"pick up the {o.name}", "refer_plan"))
+        if scene.tray is not None:
+            for verb in TRAIN_TEMPLATES["put_in_tray"]:
+                out.append(QA(f"what is the plan to {verb.format(t=expr)}?",
+                              f"pick up the {o.name}, then put it in the tray", "refer_plan"))
+    return out
+
+
+def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, grid: int = 0,
+                    refer: bool = False) -> dict[str, list[QA]]:
     """Every question this scene answers unambiguously, grouped by kind.
 
     ``spatial=False`` leaves out questions about where objects are (for frames in which objects
@@ -242,7 +306,12 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
     red cube), for every object whose name is unique in the scene. ``grid`` > 0 adds the kind
     "point" (with ``spatial``): which image token of a ``grid`` x ``grid`` token grid of the fixed
     camera shows each uniquely named object ("which image cell shows the red cube?" -> cellcf),
-    the question a ``plan_locate="image"`` model's plans answer."""
+    the question a ``plan_locate="image"`` model's plans answer. ``refer=True`` adds referring
+    expressions: the kind "refer" (with ``spatial``), which object a spatial reference means
+    ("which object is the leftmost block?" -> red cube; with ``grid``, also "which image cell shows
+    the leftmost block?"), and the kind "refer_plan", plans for the robot data's own phrasings
+    with the object named by a spatial reference or by synonyms ("what is the plan to pick up the
+    crimson block?" -> "pick up the red cube")."""
     objs = scene.objects
     by_kind: dict[str, list[QA]] = {}
 
@@ -270,17 +339,22 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
         add("tray", "what colour is the tray?", scene.tray[0])
     unique = [o for o in objs if sum(p.name == o.name for p in objs) == 1]  # "the <name>" means one object
     if lexicon:
-        for o in unique:
-            for color in (o.color, *COLOR_SYNONYMS.get(o.color, ())):
-                for shape in (o.shape, *SHAPE_SYNONYMS.get(o.shape, ())):
-                    if (color, shape) != (o.color, o.shape):
-                        add("lexicon", f"which object is the {color} {shape}?", o.name)
+        for expr, o in synonym_references(scene):
+            add("lexicon", f"which object is the {expr}?", o.name)
     if scene.markers:
         glyphs = sorted(g for g, _ in scene.markers)
         add("symbols", "which symbols are on the table?", " ".join(glyphs).lower())
         add("count", "how many markers are on the table?", str(len(glyphs)))
+    if refer:
+        for qa in _refer_plans(scene, synonym_references(scene) + (spatial_references(scene) if spatial else [])):
+            by_kind.setdefault(qa.kind, []).append(qa)
     if not spatial:
         return by_kind
+    if refer:
+        for expr, o in spatial_references(scene):
+            add("refer", f"which object is the {expr}?", o.name)
+            if grid:
+                add("refer", f"which image cell shows the {expr}?", cell_word_of(o.xy, o.shape, grid))
 
     # where things are: left (+y) / right of the tray, of each other, closest to the robot
     if scene.tray is not None:
@@ -316,10 +390,10 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
 
 
 def sample_questions(scene: Scene, rng: np.random.Generator, n: int = 1, spatial: bool = True,
-                     lexicon: bool = False, grid: int = 0) -> list[QA]:
+                     lexicon: bool = False, grid: int = 0, refer: bool = False) -> list[QA]:
     """``n`` questions (distinct when possible): a kind chosen uniformly, then a question of it,
     so frequent kinds (existence) do not crowd out rare ones (spatial)."""
-    by_kind = scene_questions(scene, spatial, lexicon, grid)
+    by_kind = scene_questions(scene, spatial, lexicon, grid, refer)
     kinds = sorted(by_kind)
     out: list[QA] = []
     for _ in range(max(n * 4, n)):
