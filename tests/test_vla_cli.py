@@ -44,6 +44,11 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     assert config["vqa_lexicon"] and {"crimson", "scarlet", "block"} <= set(config["vocab"])
     assert config["vqa_scenes"] == 6 and config["action_slots"] and config["vqa_refer"]
     assert {"leftmost", "furthest"} <= set(config["vocab"])
+    # the folder says how it was made: every option, the data mix included
+    (run,) = json.loads((out / "command.json").read_text())["runs"]
+    assert run["command"] == "playworld train vla" and "--vqa-refer" in run["argv"]
+    assert run["options"]["robot_fraction"] == 0.5 and run["options"]["instruction_noise"] == 0.15
+    assert run["options"]["data"] == str(demos) and run["options"]["train"]["steps"] == 3
     summary = json.loads((out / "train_summary.json").read_text())
     # exact-bin accuracy per action dimension, named after the dataset's action names
     assert {f"action_acc/{d}" for d in ("terminate", "dx", "dy", "dz", "gripper")} <= set(summary)

@@ -81,6 +81,26 @@ def _usage(prog: str, group: dict, summaries: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def record_command(args, prog: str, argv: list[str]) -> None:
+    """Append this invocation (the words, and every option with its value, defaults included) to
+    ``<out>/command.json`` after a successful training run, so a trained folder says how it was made
+    (a resumed run adds a second entry)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from playworld.utils import atomic_write_json
+
+    out = getattr(args, "out", None)
+    if out is None or not Path(out).is_dir():
+        return
+    path = Path(out) / "command.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    options = json.loads(json.dumps(dataclasses.asdict(args), default=str))
+    runs.append({"command": prog, "argv": argv, "options": options})
+    atomic_write_json(path, {"runs": runs})
+
+
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
@@ -112,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = tyro.cli(cls, args=argv, prog=prog, description=cls.__doc__)
         result = args.run()
+        if prog.startswith("playworld train "):
+            record_command(args, prog, argv)
     except PlayworldError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

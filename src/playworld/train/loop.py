@@ -27,6 +27,7 @@ Output folder layout (``out``)::
 
     out/config.json, out/model.safetensors   the final model (from_pretrained(out) loads it)
     out/train_config.json                    the TrainConfig used
+    out/command.json                         every option of the `playworld train ...` command(s) that made it
     out/train_summary.json                   the last step and its logs (written at the end)
     out/metrics.jsonl                        one JSON line per logged step (rank 0; cut back on resume)
     out/checkpoints/step-00000500/           model/ + optimizer.safetensors + trainer_state.json
