@@ -4,7 +4,9 @@ Each model is a VLA folder; every ``vla_eval.json`` under it (``eval*/``, e.g. o
 suite and layout seed) is read, and the successes of each suite are summed over them. Prints a
 markdown table: per suite successes / episodes with the 95% Wilson interval, the unseen average
 (unseen-objects + unseen-instructions, pooled), and each model's unseen-average difference from
-the first model with its 95% Newcombe interval.
+the first model with its 95% Newcombe interval. ``--by-reference`` adds a second table:
+unseen-instructions split by how the instruction names the object, by a spatial reference ("the
+leftmost block") or by colour/shape synonyms ("the crimson block"), from the per-episode results.
 
     python benchmarks/vla_compare.py runs/vla-pick runs/vla-pick-slots --suites seen unseen-objects unseen-instructions
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 from playworld.eval.metrics import confidence_interval_95, newcombe_interval
 
 UNSEEN = ("unseen-objects", "unseen-instructions")
+#: Words of the unseen-instructions suite's spatial references ("the cube closest to you").
+SPATIAL_WORDS = ("leftmost", "rightmost", "closest", "furthest")
 
 
 def pool(model: Path, patterns: list[str]) -> dict[str, tuple[int, int]]:
@@ -27,6 +31,18 @@ def pool(model: Path, patterns: list[str]) -> dict[str, tuple[int, int]]:
         for suite, m in json.loads(f.read_text())["suites"].items():
             s, n = out.get(suite, (0, 0))
             out[suite] = (s + int(m["successes"]), n + int(m["episodes"]))
+    return out
+
+
+def by_reference(model: Path, patterns: list[str], suite: str = "unseen-instructions") -> dict[str, tuple[int, int]]:
+    """"spatial" / "synonyms" -> (successes, episodes) of ``suite``'s episodes, from the evaluation
+    files' per-episode results (files written before those existed are skipped)."""
+    out = {"spatial": (0, 0), "synonyms": (0, 0)}
+    for f in sorted({f for pattern in patterns for f in model.glob(pattern)}):
+        for row in json.loads(f.read_text())["suites"].get(suite, {}).get("per_episode", []):
+            key = "spatial" if any(w in row["instruction"].lower().split() for w in SPATIAL_WORDS) else "synonyms"
+            s, n = out[key]
+            out[key] = (s + bool(row["success"]), n + 1)
     return out
 
 
@@ -43,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--suites", nargs="+", default=["seen", *UNSEEN], help="suites to show")
     p.add_argument("--pattern", nargs="+", default=["eval-*/vla_eval.json", "eval2-*/vla_eval.json"],
                    help="evaluation files under each model folder (globs; default: eval-SUITE and eval2-SUITE folders)")
+    p.add_argument("--by-reference", action="store_true",
+                   help="also split unseen-instructions by spatial references vs synonyms (per-episode results)")
     args = p.parse_args(argv)
     pooled = {m: pool(m, args.pattern) for m in args.models}
     for m, suites in pooled.items():
@@ -66,6 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| `{m.name}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
         result[str(m)] = {"suites": pooled[m], "unseen": unseen[m]}
     print("\n".join(lines))
+    if args.by_reference:
+        lines = ["", "| model | unseen-instructions, spatial reference | unseen-instructions, synonyms |", "| --- | --- | --- |"]
+        for m in args.models:
+            split = by_reference(m, args.pattern)
+            result[str(m)]["by_reference"] = split
+            lines.append(f"| `{m.name}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
+        print("\n".join(lines))
     return result
 
 

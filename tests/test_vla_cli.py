@@ -69,6 +69,9 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
         "success", "never closed the gripper", "closed on no object", "closed on the named object",
         "closed on another object",
     }
+    (row,) = seen["per_episode"]  # every episode's instruction and result, for breakdowns
+    assert row["outcome"] in seen["outcomes"] and row["success"] == (seen["successes"] == 1)
+    assert row["instruction"] and row["family"] in seen["per_task"] and 1 <= row["steps"] <= 3
     assert (out / "eval" / "episodes-seen.gif").stat().st_size > 0
     assert "success" in capsys.readouterr().out
     # the first-step diagnosis: one decoded step per episode, plan and action checked

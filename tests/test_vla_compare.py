@@ -38,3 +38,18 @@ def test_a_model_without_evaluations_is_a_clear_error(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(SystemExit, match="no evaluation files"):
         BENCH["main"]([str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_by_reference_splits_unseen_instructions_by_how_the_object_is_named(tmp_path, capsys):
+    folder = tmp_path / "m" / "eval-unseen-instructions"
+    folder.mkdir(parents=True)
+    rows = [
+        {"instruction": "grab the leftmost block and raise it", "success": True},
+        {"instruction": "take hold of the cube closest to you and hold it up", "success": False},
+        {"instruction": "could you raise the crimson box?", "success": True},
+    ]
+    suites = {"unseen-instructions": {"successes": 2, "episodes": 3, "per_episode": rows}}
+    (folder / "vla_eval.json").write_text(json.dumps({"suites": suites}))
+    result = BENCH["main"]([str(tmp_path / "m"), "--by-reference"])
+    assert result[str(tmp_path / "m")]["by_reference"] == {"spatial": (1, 2), "synonyms": (1, 1)}
+    assert "1/2 = 50%" in capsys.readouterr().out

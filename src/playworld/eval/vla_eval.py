@@ -143,6 +143,7 @@ def evaluate_suite(
     rng = np.random.default_rng([seed, 17])
     successes, steps, per_task, gif, closest, outcomes = 0, [], {}, [], [], {}
     plan_errors, plan_on_named = [], 0  # plans that say where the named object is (plan_locate)
+    results: list[dict] = []  # one row per episode
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
     fallbacks0, cut0 = policy.num_fallbacks, policy.num_cut_plans
@@ -188,6 +189,8 @@ def evaluate_suite(
             closest.append(near)
             outcome = "success" if info["success"] else (first_grasp or "never closed the gripper")
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            results.append({"instruction": spec.instruction, "family": spec.family, "success": bool(info["success"]),
+                            "outcome": outcome, "steps": t})
             s, n = per_task.get(spec.family, (0, 0))
             per_task[spec.family] = (s + bool(info["success"]), n + 1)
             log.info("%s %d/%d: %s -> %s in %d steps", suite, k + 1, episodes, spec.instruction,
@@ -207,6 +210,7 @@ def evaluate_suite(
             "per_episode": [round(c * 100, 1) for c in closest],
         },
         "outcomes": dict(sorted(outcomes.items())),  # what each episode's first gripper close was on (failures)
+        "per_episode": results,  # instruction, family, success, outcome, steps of every episode, in order
         # plan_locate models: where the first step's plan says the object to move is
         "plan_location": {
             "episodes": len(plan_errors),
