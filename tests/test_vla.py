@@ -661,3 +661,40 @@ def test_a_plan_that_runs_out_of_tokens_is_cut_and_the_action_still_follows(monk
     pol = VLAPolicy(m, dtype="float32")
     pol.select_action(_obs(np.zeros((32, 32, 3), np.uint8)), "pick up the red cube")
     assert pol.num_cut_plans == 1 and pol.num_fallbacks == 0 and pol.last_action_text != "no-op"
+
+
+def test_a_held_plan_is_read_in_and_gives_the_actions_of_writing_it(monkeypatch):
+    """hold_plan: the first step writes the plan; later steps read the same words in (training's
+    form) instead of writing a new one, and reading it in gives the actions writing it gave."""
+    from playworld.policy.decoding import decode_actions_after_plan, decode_plan_and_actions
+
+    m = _model(plan=True).float()
+    script = m.encode_text(" Plan: pick up the red cube. Action:")
+    original, step = m.logits, {"k": 0}
+
+    def logits(hidden, image_hidden=None):  # the words come from the script, the actions from the model
+        out = original(hidden, image_hidden).clone()
+        if step["k"] < len(script):
+            out[:, script[step["k"]]] = 1e4
+        step["k"] += 1
+        return out
+
+    monkeypatch.setattr(m, "logits", logits)
+    image, prompt, state = _image(), _prompt(m), _state(1)
+    with torch.no_grad():
+        plan, written, _, _ = decode_plan_and_actions(m, *m.prefill(image, prompt, state))
+        read, _ = decode_actions_after_plan(m, *m.prefill(image, prompt, state), plan)
+    assert plan == "pick up the red cube" and torch.equal(written, read)
+
+    pol = VLAPolicy(m, dtype="float32", hold_plan=True)
+    obs = _obs(np.zeros((32, 32, 3), np.uint8))
+    step["k"] = 0
+    pol.select_action(obs, "pick up the red cube")
+    assert pol.held_plan == "pick up the red cube"
+    k = step["k"]
+    pol.select_action(obs, "pick up the red cube")  # no plan written: the held one is read in
+    assert step["k"] == k and pol.last_plan == "pick up the red cube"
+    pol.reset()
+    assert pol.held_plan is None
+    pol.select_action(obs, "pick up the red cube")  # a new episode writes its own plan
+    assert step["k"] > k and pol.held_plan == pol.last_plan

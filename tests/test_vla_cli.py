@@ -58,7 +58,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     ])
     assert rc == 0
     report = json.loads((out / "eval" / "vla_eval.json").read_text())
-    assert report["camera_size"] == 64
+    assert report["camera_size"] == 64 and report["hold_plan"] is False
     seen = report["suites"]["seen"]
     assert seen["episodes"] == 1 and 0 <= seen["ci95"][0] <= seen["ci95"][1] <= 1
     assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question

@@ -252,6 +252,8 @@ class EvalVLA:
     """Switch off the action-token constraint (ablation)."""
     temperature: float = 0.0
     """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
+    hold_plan: bool = False
+    """Plan models: keep the plan written at each episode's first step for the whole episode (read in, not re-written); default: a new plan every step (RT-2)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     tasks: tuple[str, ...] = ()
@@ -278,7 +280,8 @@ class EvalVLA:
         if self.threads:
             torch.set_num_threads(self.threads)
         policy = VLAPolicy.from_pretrained(
-            self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature
+            self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature,
+            hold_plan=self.hold_plan,
         )
         trained_camera, wrist = policy.model.config.render_sizes()
         camera = self.camera_size or trained_camera
@@ -295,6 +298,7 @@ class EvalVLA:
             "plan": policy.model.config.plan,
             "constrained": not self.unconstrained,
             "temperature": self.temperature,
+            "hold_plan": self.hold_plan,
             "dtype": self.dtype,
             "seed": self.seed,
             "max_steps": self.max_steps,

@@ -14,6 +14,8 @@ language questions keep the full vocabulary". Text (answers, plans) is decoded g
 - :func:`generate_text` - full-vocabulary greedy text until ``<eos>`` (or a stop string).
 - :func:`decode_plan_and_actions` - "Plan: ... Action:" in words (action tokens banned there),
   then the constrained action tokens.
+- :func:`decode_actions_after_plan` - a given plan read in (not decoded), then the constrained
+  action tokens: a policy that holds its first plan for the whole episode.
 
 All functions continue from a prefix run with ``model.prefill`` (last hidden state + KV cache).
 
@@ -223,3 +225,20 @@ def decode_plan_and_actions(
         plan = plan[5:].strip()
     bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
     return plan.rstrip(". "), bins, cache, cut
+
+
+@torch.no_grad()
+def decode_actions_after_plan(
+    model: VLA, hidden: Tensor, cache: Any, plan: str, temperature: float = 0.0, generator: torch.Generator | None = None,
+) -> tuple[Tensor, Any]:
+    """The model reads " Plan: <plan>. Action:" (its training form; the plan is given, e.g. the
+    one it wrote at an episode's first step) and writes the constrained action tokens after it.
+
+    Returns (bins (1, action_dim), cache)."""
+    ids = model.plan_ids(plan)
+    used = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+    if used + len(ids) + model.config.action_dim > model.lm.max_len:
+        raise ActionDecodeError(f"the plan {plan!r} does not fit in the model's sequence length.")
+    hidden, cache = model.extend(torch.tensor([ids], device=hidden.device), cache)
+    bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
+    return bins, cache

@@ -651,9 +651,13 @@ class VLA(PretrainedModel):
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
+    def plan_ids(self, plan: str) -> list[int]:
+        """The ids of " Plan: <plan>. Action:", as robot answers write a plan in training."""
+        return self.encode_text(f"{PLAN_PREFIX} {plan}. {ACTION_MARKER}")
+
     def action_target_ids(self, bins, plan: str | None = None) -> list[int]:
         """The answer of a robot example: [" Plan: <plan>. Action:"] + the 8 action tokens."""
-        ids = self.encode_text(f"{PLAN_PREFIX} {plan}. {ACTION_MARKER}") if plan is not None else []
+        ids = self.plan_ids(plan) if plan is not None else []
         return ids + [int(self.config.action_token_ids[int(b)]) for b in bins]
 
     def latent_target_ids(self, codes) -> list[int]:

@@ -37,6 +37,7 @@ from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionDecodeError, ActionTokenizer
 from playworld.policy.decoding import (
     decode_actions,
+    decode_actions_after_plan,
     decode_actions_unconstrained,
     decode_plan_and_actions,
     generate_text,
@@ -63,6 +64,9 @@ class VLAPolicy:
         fast: merge LoRA into the base weights (the policy owns the model from here on: it is
             cast to ``dtype`` and, merged, can no longer be trained or saved as LoRA) and use
             the lean one-token decode step. False = the reference path, for comparisons.
+        hold_plan: plan models only: write the plan at an episode's first step and keep it, read
+            in, for the rest of the episode (training plans describe the episode's start at every
+            step); False (RT-2) writes a new plan at every step.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class VLAPolicy:
         temperature: float = 0.0,
         seed: int = 0,
         fast: bool = True,
+        hold_plan: bool = False,
     ):
         if not temperature >= 0:
             raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
@@ -85,6 +90,7 @@ class VLAPolicy:
         if hasattr(lm, "fast_decode"):
             lm.fast_decode = fast
         self.fast = fast
+        self.hold_plan = hold_plan
         self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
         if fast and hasattr(lm, "fuse_projections"):
             lm.fuse_projections()  # after the cast, which makes new weight tensors
@@ -112,6 +118,7 @@ class VLAPolicy:
         temperature: float = 0.0,
         seed: int = 0,
         fast: bool = True,
+        hold_plan: bool = False,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
@@ -119,7 +126,8 @@ class VLAPolicy:
         if action_tokenizer is not None:
             check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
         return cls(
-            model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast
+            model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast,
+            hold_plan=hold_plan,
         )
 
     # -- episode state -----------------------------------------------------------------------------
@@ -131,6 +139,7 @@ class VLAPolicy:
         self.last_gripper = 0.0
         self.last_action_text = ""
         self.last_plan: str | None = None
+        self.held_plan: str | None = None  # with hold_plan: the plan of this episode's first step
 
     @property
     def control_hz(self) -> float:
@@ -239,11 +248,18 @@ class VLAPolicy:
         start = time.perf_counter()
         try:
             hidden, cache = self.model.prefill(image, prompt, state, wrist)  # (1, D), KV cache of image(s) + prompt
-            if self.model.config.plan:
+            if self.model.config.plan and self.hold_plan and self.held_plan is not None:
+                bins, _ = decode_actions_after_plan(
+                    self.model, hidden, cache, self.held_plan, self.temperature, self.generator
+                )
+                self.last_plan = self.held_plan
+            elif self.model.config.plan:
                 self.last_plan, bins, _, cut = decode_plan_and_actions(
                     self.model, hidden, cache, self.temperature, self.generator
                 )
                 self.num_cut_plans += cut
+                if self.hold_plan:
+                    self.held_plan = self.last_plan
             elif self.constrained:
                 bins, _, _ = decode_actions(
                     self.model, hidden, cache, temperature=self.temperature, generator=self.generator
