@@ -698,3 +698,17 @@ def test_a_held_plan_is_read_in_and_gives_the_actions_of_writing_it(monkeypatch)
     assert pol.held_plan is None
     pol.select_action(obs, "pick up the red cube")  # a new episode writes its own plan
     assert step["k"] > k and pol.held_plan == pol.last_plan
+
+
+def test_unknown_words_can_be_left_out_of_the_prompt():
+    m = _model()
+    assert "grab" not in m.tokenizer.index and "raise" not in m.tokenizer.index
+    known = robot_prompt("pick up the red cube")
+    unknown = robot_prompt("grab the red cube raise")
+    keep, drop = VLAPolicy(m, dtype="float32"), VLAPolicy(m, dtype="float32", drop_unknown_words=True)
+    assert (keep.prompt_ids(unknown) == m.tokenizer.unk_id).sum() == 2
+    dropped = drop.prompt_ids(unknown)[0].tolist()
+    assert m.tokenizer.unk_id not in dropped and dropped == m.encode_text(robot_prompt("the red cube"))
+    assert drop.prompt_ids(known).tolist() == keep.prompt_ids(known).tolist()  # nothing to leave out
+    action = drop.select_action(_obs(np.zeros((32, 32, 3), np.uint8)), "grab the red cube raise")
+    assert action.shape == (8,) and drop.num_fallbacks == 0

@@ -254,6 +254,8 @@ class EvalVLA:
     """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
     hold_plan: bool = False
     """Plan models: keep the plan written at each episode's first step for the whole episode (read in, not re-written); default: a new plan every step (RT-2)."""
+    drop_unknown_words: bool = False
+    """tiny backbone: leave words the model's vocabulary lacks out of the instruction instead of reading them as <unk>."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     tasks: tuple[str, ...] = ()
@@ -281,7 +283,7 @@ class EvalVLA:
             torch.set_num_threads(self.threads)
         policy = VLAPolicy.from_pretrained(
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature,
-            hold_plan=self.hold_plan,
+            hold_plan=self.hold_plan, drop_unknown_words=self.drop_unknown_words,
         )
         trained_camera, wrist = policy.model.config.render_sizes()
         camera = self.camera_size or trained_camera
@@ -299,6 +301,7 @@ class EvalVLA:
             "constrained": not self.unconstrained,
             "temperature": self.temperature,
             "hold_plan": self.hold_plan,
+            "drop_unknown_words": self.drop_unknown_words,
             "dtype": self.dtype,
             "seed": self.seed,
             "max_steps": self.max_steps,

@@ -67,6 +67,10 @@ class VLAPolicy:
         hold_plan: plan models only: write the plan at an episode's first step and keep it, read
             in, for the rest of the episode (training plans describe the episode's start at every
             step); False (RT-2) writes a new plan at every step.
+        drop_unknown_words: tiny backbone only: leave the words the model's vocabulary lacks out of
+            prompts instead of reading them as ``<unk>`` (a word never seen in training carries
+            nothing a from-scratch model can use; "grab the red cube and raise it" is read as "the
+            red cube it").
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class VLAPolicy:
         seed: int = 0,
         fast: bool = True,
         hold_plan: bool = False,
+        drop_unknown_words: bool = False,
     ):
         if not temperature >= 0:
             raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
@@ -91,6 +96,9 @@ class VLAPolicy:
             lm.fast_decode = fast
         self.fast = fast
         self.hold_plan = hold_plan
+        if drop_unknown_words and model.kind != "tiny":
+            raise PlayworldError("drop_unknown_words is for the tiny backbone's word vocabulary; subword tokenizers have no unknown words.")
+        self.drop_unknown_words = drop_unknown_words
         self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
         if fast and hasattr(lm, "fuse_projections"):
             lm.fuse_projections()  # after the cast, which makes new weight tensors
@@ -119,6 +127,7 @@ class VLAPolicy:
         seed: int = 0,
         fast: bool = True,
         hold_plan: bool = False,
+        drop_unknown_words: bool = False,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
@@ -127,7 +136,7 @@ class VLAPolicy:
             check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
         return cls(
             model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast,
-            hold_plan=hold_plan,
+            hold_plan=hold_plan, drop_unknown_words=drop_unknown_words,
         )
 
     # -- episode state -----------------------------------------------------------------------------
@@ -209,7 +218,10 @@ class VLAPolicy:
         """Token ids (1, L) of a prompt, cached (the instruction is the same for a whole episode)."""
         ids = self._prompt_ids.get(prompt)
         if ids is None:
-            ids = torch.tensor([self.model.encode_text(prompt)], dtype=torch.long, device=self.device)
+            words = self.model.encode_text(prompt)
+            if self.drop_unknown_words:
+                words = [w for w in words if w != self.model.tokenizer.unk_id]
+            ids = torch.tensor([words], dtype=torch.long, device=self.device)
             n = self.model.num_prefix_tokens + ids.shape[1] + self.model.config.max_answer_tokens
             if n > self.model.lm.max_len:
                 raise PlayworldError(
