@@ -58,10 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=1, help="seed of the episode list (playworld eval vla's default: 1)")
     p.add_argument("--tasks", nargs="*", default=["pick"], help="task families (default: pick)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--drop-unknown-words", action="store_true",
+                   help="leave words outside the tiny model's vocabulary out of the prompt (VLAPolicy option)")
     p.add_argument("--out", type=Path, default=None, help="also write every row as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = first_steps(VLAPolicy.from_pretrained(args.policy), args.suite, args.episodes, args.seed, tuple(args.tasks))
+    policy = VLAPolicy.from_pretrained(args.policy, drop_unknown_words=args.drop_unknown_words)
+    rows = first_steps(policy, args.suite, args.episodes, args.seed, tuple(args.tasks))
     for r in rows:
         mark = "OK" if r["plan_names_target"] else "--"
         print(f"{mark} {r['instruction']!r:56} target={r['target']:14} plan={r['plan']!r} action={r['action']}")
