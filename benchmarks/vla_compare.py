@@ -9,6 +9,9 @@ unseen-instructions split by how the instruction names the object, by a spatial 
 leftmost block") or by colour/shape synonyms ("the crimson block"), from the per-episode results.
 
     python benchmarks/vla_compare.py runs/vla-pick runs/vla-pick-slots --suites seen unseen-objects unseen-instructions
+
+A model given as ``DIR1+DIR2+...`` is one row pooled over those folders (e.g. the training seeds
+of one recipe).
 """
 
 from __future__ import annotations
@@ -24,10 +27,21 @@ UNSEEN = ("unseen-objects", "unseen-instructions")
 SPATIAL_WORDS = ("leftmost", "rightmost", "closest", "furthest")
 
 
+def _files(model: Path, patterns: list[str]) -> list[Path]:
+    """The evaluation files under ``model``; a model ``DIR1+DIR2`` is the files under each."""
+    folders = [Path(p) for p in str(model).split("+")]
+    return sorted({f for folder in folders for pattern in patterns for f in folder.glob(pattern)})
+
+
+def label(model: Path) -> str:
+    """A row's name: the folder's name, or ``a+b`` for a pooled row."""
+    return "+".join(Path(p).name for p in str(model).split("+"))
+
+
 def pool(model: Path, patterns: list[str]) -> dict[str, tuple[int, int]]:
     """suite -> (successes, episodes), summed over every evaluation JSON under ``model``."""
     out: dict[str, tuple[int, int]] = {}
-    for f in sorted({f for pattern in patterns for f in model.glob(pattern)}):
+    for f in _files(model, patterns):
         for suite, m in json.loads(f.read_text())["suites"].items():
             s, n = out.get(suite, (0, 0))
             out[suite] = (s + int(m["successes"]), n + int(m["episodes"]))
@@ -38,7 +52,7 @@ def by_reference(model: Path, patterns: list[str], suite: str = "unseen-instruct
     """"spatial" / "synonyms" -> (successes, episodes) of ``suite``'s episodes, from the evaluation
     files' per-episode results (files written before those existed are skipped)."""
     out = {"spatial": (0, 0), "synonyms": (0, 0)}
-    for f in sorted({f for pattern in patterns for f in model.glob(pattern)}):
+    for f in _files(model, patterns):
         for row in json.loads(f.read_text())["suites"].get(suite, {}).get("per_episode", []):
             key = "spatial" if any(w in row["instruction"].lower().split() for w in SPATIAL_WORDS) else "synonyms"
             s, n = out[key]
@@ -55,7 +69,7 @@ def cell(s: int, n: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("models", type=Path, nargs="+", help="VLA folders; the first is the baseline")
+    p.add_argument("models", type=Path, nargs="+", help="VLA folders (DIR1+DIR2: one row pooled over both); the first is the baseline")
     p.add_argument("--suites", nargs="+", default=["seen", *UNSEEN], help="suites to show")
     p.add_argument("--pattern", nargs="+", default=["eval-*/vla_eval.json", "eval2-*/vla_eval.json"],
                    help="evaluation files under each model folder (globs; default: eval-SUITE and eval2-SUITE folders)")
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     unseen = {m: tuple(map(sum, zip(*(r.get(s, (0, 0)) for s in UNSEEN), strict=True))) for m, r in pooled.items()}
     base = args.models[0]
     lines = [
-        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + base.name + " |",
+        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + label(base) + " |",
         "| --- " * (len(args.suites) + 3) + "|",
     ]
     result = {}
@@ -81,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             d = s / n - unseen[base][0] / unseen[base][1]
             diff = f"{100 * d:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
         row = [cell(*pooled[m].get(suite, (0, 0))) for suite in args.suites]
-        lines.append(f"| `{m.name}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
+        lines.append(f"| `{label(m)}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
         result[str(m)] = {"suites": pooled[m], "unseen": unseen[m]}
     print("\n".join(lines))
     if args.by_reference:
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in args.models:
             split = by_reference(m, args.pattern)
             result[str(m)]["by_reference"] = split
-            lines.append(f"| `{m.name}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
+            lines.append(f"| `{label(m)}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
         print("\n".join(lines))
     return result
 

@@ -53,3 +53,14 @@ def test_by_reference_splits_unseen_instructions_by_how_the_object_is_named(tmp_
     result = BENCH["main"]([str(tmp_path / "m"), "--by-reference"])
     assert result[str(tmp_path / "m")]["by_reference"] == {"spatial": (1, 2), "synonyms": (1, 1)}
     assert "1/2 = 50%" in capsys.readouterr().out
+
+
+def test_a_plus_joined_model_is_one_row_pooled_over_its_folders(tmp_path, capsys):
+    _eval(tmp_path / "s0" / "eval-unseen-objects", "unseen-objects", 10, 50)
+    _eval(tmp_path / "s1" / "eval-unseen-objects", "unseen-objects", 30, 50)
+    _eval(tmp_path / "s1" / "eval2-unseen-instructions", "unseen-instructions", 5, 50)
+    pooled = f"{tmp_path / 's0'}+{tmp_path / 's1'}"
+    result = BENCH["main"]([str(tmp_path / "s0"), pooled])
+    assert result[pooled]["suites"] == {"unseen-objects": (40, 100), "unseen-instructions": (5, 50)}
+    assert result[pooled]["unseen"] == (45, 150)
+    assert "`s0+s1`" in capsys.readouterr().out
