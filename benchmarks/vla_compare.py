@@ -27,33 +27,38 @@ UNSEEN = ("unseen-objects", "unseen-instructions")
 SPATIAL_WORDS = ("leftmost", "rightmost", "closest", "furthest")
 
 
-def _files(model: Path, patterns: list[str]) -> list[Path]:
-    """The evaluation files under ``model``; a model ``DIR1+DIR2`` is the files under each."""
-    folders = [Path(p) for p in str(model).split("+")]
-    return sorted({f for folder in folders for pattern in patterns for f in folder.glob(pattern)})
+def _folders(model: Path) -> list[Path]:
+    """The folders of a row: ``DIR1+DIR2`` is both."""
+    return [Path(p) for p in str(model).split("+")]
 
 
 def label(model: Path) -> str:
     """A row's name: the folder's name, or ``a+b`` for a pooled row."""
-    return "+".join(Path(p).name for p in str(model).split("+"))
+    return "+".join(folder.name for folder in _folders(model))
 
 
-def pool(model: Path, patterns: list[str]) -> dict[str, tuple[int, int]]:
-    """suite -> (successes, episodes), summed over every evaluation JSON under ``model``."""
+def load(model: Path, patterns: list[str]) -> list[dict]:
+    """The "suites" of every evaluation file under the row's folders, each file read once."""
+    files = sorted({f for folder in _folders(model) for pattern in patterns for f in folder.glob(pattern)})
+    return [json.loads(f.read_text())["suites"] for f in files]
+
+
+def pool(reports: list[dict]) -> dict[str, tuple[int, int]]:
+    """suite -> (successes, episodes), summed over the evaluation reports of :func:`load`."""
     out: dict[str, tuple[int, int]] = {}
-    for f in _files(model, patterns):
-        for suite, m in json.loads(f.read_text())["suites"].items():
+    for suites in reports:
+        for suite, m in suites.items():
             s, n = out.get(suite, (0, 0))
             out[suite] = (s + int(m["successes"]), n + int(m["episodes"]))
     return out
 
 
-def by_reference(model: Path, patterns: list[str], suite: str = "unseen-instructions") -> dict[str, tuple[int, int]]:
-    """"spatial" / "synonyms" -> (successes, episodes) of ``suite``'s episodes, from the evaluation
-    files' per-episode results (files written before those existed are skipped)."""
+def by_reference(reports: list[dict], suite: str = "unseen-instructions") -> dict[str, tuple[int, int]]:
+    """"spatial" / "synonyms" -> (successes, episodes) of ``suite``'s episodes, from the reports'
+    per-episode results (reports written before those existed are skipped)."""
     out = {"spatial": (0, 0), "synonyms": (0, 0)}
-    for f in _files(model, patterns):
-        for row in json.loads(f.read_text())["suites"].get(suite, {}).get("per_episode", []):
+    for suites in reports:
+        for row in suites.get(suite, {}).get("per_episode", []):
             key = "spatial" if any(w in row["instruction"].lower().split() for w in SPATIAL_WORDS) else "synonyms"
             s, n = out[key]
             out[key] = (s + bool(row["success"]), n + 1)
@@ -76,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--by-reference", action="store_true",
                    help="also split unseen-instructions by spatial references vs synonyms (per-episode results)")
     args = p.parse_args(argv)
-    pooled = {m: pool(m, args.pattern) for m in args.models}
+    reports = {m: load(m, args.pattern) for m in args.models}
+    pooled = {m: pool(reports[m]) for m in args.models}
     for m, suites in pooled.items():
         if not suites:
             raise SystemExit(f"no evaluation files {' '.join(args.pattern)} under {m}; run playworld eval vla --out {m}/eval-SUITE first.")
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.by_reference:
         lines = ["", "| model | unseen-instructions, spatial reference | unseen-instructions, synonyms |", "| --- | --- | --- |"]
         for m in args.models:
-            split = by_reference(m, args.pattern)
+            split = by_reference(reports[m])
             result[str(m)]["by_reference"] = split
             lines.append(f"| `{label(m)}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
         print("\n".join(lines))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,9 +142,9 @@ def evaluate_suite(
     env = Tabletop(suite=suite, max_steps=max_steps, image_size=camera_size, tasks=tuple(tasks), wrist_size=wrist_size)
     specs = get_suite(suite, tasks or None).episodes(episodes, seed=seed)
     rng = np.random.default_rng([seed, 17])
-    successes, steps, per_task, gif, closest, outcomes = 0, [], {}, [], [], {}
+    gif, closest = [], []
     plan_errors, plan_on_named = [], 0  # plans that say where the named object is (plan_locate)
-    results: list[dict] = []  # one row per episode
+    results: list[dict] = []  # one row per episode; the suite's counts are made from these
     vqa_total, vqa_right, vqa_kinds = 0, 0, {}
     policy.step_seconds.clear()
     fallbacks0, cut0 = policy.num_fallbacks, policy.num_cut_plans
@@ -184,19 +185,19 @@ def evaluate_suite(
             if k < gif_episodes:
                 verdict = "success" if info["success"] else "failure"
                 gif += [overlay(camera_view(obs), spec.instruction, verdict)] * 5
-            successes += bool(info["success"])
-            steps.append(t)
             closest.append(near)
             outcome = "success" if info["success"] else (first_grasp or "never closed the gripper")
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
             results.append({"instruction": spec.instruction, "family": spec.family, "success": bool(info["success"]),
                             "outcome": outcome, "steps": t})
-            s, n = per_task.get(spec.family, (0, 0))
-            per_task[spec.family] = (s + bool(info["success"]), n + 1)
             log.info("%s %d/%d: %s -> %s in %d steps", suite, k + 1, episodes, spec.instruction,
                      "success" if info["success"] else "failure", t)
     finally:
         env.close()
+    successes = sum(r["success"] for r in results)
+    per_task: dict[str, tuple[int, int]] = {}
+    for r in results:
+        s, n = per_task.get(r["family"], (0, 0))
+        per_task[r["family"]] = (s + r["success"], n + 1)
     lo, hi = confidence_interval_95(successes, episodes)
     metrics = {
         "episodes": episodes,
@@ -204,12 +205,12 @@ def evaluate_suite(
         "success_rate": successes / episodes,
         "ci95": [lo, hi],
         "per_task": {t: {"successes": s, "episodes": n, "success_rate": s / n} for t, (s, n) in sorted(per_task.items())},
-        "mean_steps": float(np.mean(steps)),
+        "mean_steps": float(np.mean([r["steps"] for r in results])),
         "closest_approach_cm": {  # how near the hand came to the object it had to move (2-D, grasp point)
             "median": float(np.median(closest)) * 100,
             "per_episode": [round(c * 100, 1) for c in closest],
         },
-        "outcomes": dict(sorted(outcomes.items())),  # what each episode's first gripper close was on (failures)
+        "outcomes": dict(sorted(Counter(r["outcome"] for r in results).items())),  # what each episode's first gripper close was on (failures)
         "per_episode": results,  # instruction, family, success, outcome, steps of every episode, in order
         # plan_locate models: where the first step's plan says the object to move is
         "plan_location": {

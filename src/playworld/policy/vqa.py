@@ -45,7 +45,9 @@ from playworld.envs.tabletop.scene import SHAPES
 from playworld.envs.tabletop.tasks import (
     COLOR_SYNONYMS,
     NUMBER_WORDS,
+    REFERENCE_MARGIN,
     SHAPE_SYNONYMS,
+    SPATIAL_REFERENCES,
     SPAWN_X,
     SPAWN_Y,
     TRAIN_TEMPLATES,
@@ -234,26 +236,24 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-#: Spatial referring expressions of ``refer=True``: (phrase, key); the object with the largest key
-#: among those of its shape is the one the phrase means ("the leftmost block"). "You" is the robot.
-REFER_PHRASES = (
-    ("{n} furthest from you", lambda o: o.xy[0]),
-    ("{n} furthest from the robot", lambda o: o.xy[0]),
-    ("{n} closest to you", lambda o: -o.xy[0]),
-    ("{n} closest to the robot", lambda o: -o.xy[0]),
-    ("leftmost {n}", lambda o: o.xy[1]),
-    ("{n} on the far left", lambda o: o.xy[1]),
-    ("rightmost {n}", lambda o: -o.xy[1]),
-    ("{n} on the far right", lambda o: -o.xy[1]),
+#: Another phrasing of each of the suite's spatial references (:data:`tasks.SPATIAL_REFERENCES`).
+_OTHER_PHRASING = {
+    "{n} furthest from you": "{n} furthest from the robot",
+    "{n} closest to you": "{n} closest to the robot",
+    "leftmost {n}": "{n} on the far left",
+    "rightmost {n}": "{n} on the far right",
+}
+#: Spatial referring expressions of ``refer=True``: the suite's own, each followed by another
+#: phrasing of it, as (phrase, key).
+REFER_PHRASES = tuple(
+    pair for phrase, key in SPATIAL_REFERENCES for pair in ((phrase, key), (_OTHER_PHRASING[phrase], key))
 )
-#: A referring expression needs its object to be the extreme of its shape by this margin (metres).
-REFER_MARGIN = 0.06
 
 
 def spatial_references(scene: Scene) -> list[tuple[str, SceneObject]]:
     """("leftmost block", red cube), ...: every spatial referring expression that means exactly one
     object of the scene: the extreme of its shape along a direction (:data:`REFER_PHRASES`), by
-    :data:`REFER_MARGIN`, named by its shape or a shape synonym."""
+    :data:`tasks.REFERENCE_MARGIN`, named by its shape or a shape synonym."""
     out = []
     for shape in sorted({o.shape for o in scene.objects}):
         same = [o for o in scene.objects if o.shape == shape]
@@ -261,7 +261,7 @@ def spatial_references(scene: Scene) -> list[tuple[str, SceneObject]]:
             continue
         for phrase, key in REFER_PHRASES:
             ranked = sorted(same, key=key)
-            if key(ranked[-1]) - key(ranked[-2]) > REFER_MARGIN:
+            if key(ranked[-1]) - key(ranked[-2]) > REFERENCE_MARGIN:
                 out += [(phrase.format(n=n), ranked[-1]) for n in (shape, *SHAPE_SYNONYMS.get(shape, ()))]
     return out
 
@@ -345,13 +345,14 @@ def scene_questions(scene: Scene, spatial: bool = True, lexicon: bool = False, g
         glyphs = sorted(g for g, _ in scene.markers)
         add("symbols", "which symbols are on the table?", " ".join(glyphs).lower())
         add("count", "how many markers are on the table?", str(len(glyphs)))
+    spatial_refs = spatial_references(scene) if refer and spatial else []
     if refer:
-        for qa in _refer_plans(scene, synonym_references(scene) + (spatial_references(scene) if spatial else [])):
+        for qa in _refer_plans(scene, synonym_references(scene) + spatial_refs):
             by_kind.setdefault(qa.kind, []).append(qa)
     if not spatial:
         return by_kind
     if refer:
-        for expr, o in spatial_references(scene):
+        for expr, o in spatial_refs:
             add("refer", f"which object is the {expr}?", o.name)
             if grid:
                 add("refer", f"which image cell shows the {expr}?", cell_word_of(o.xy, o.shape, grid))

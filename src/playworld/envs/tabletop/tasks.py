@@ -502,6 +502,18 @@ def _gen_unseen_objects(rng: np.random.Generator, seed: int, family: str) -> Epi
     return EpisodeSpec("unseen-objects", family, instruction, tuple(objects), goal, tray, (), seed)
 
 
+#: The unseen-instructions suite's spatial references: (phrase, key); the object with the largest
+#: key among those of its shape is the one the phrase means ("the leftmost block"). "You" is the robot.
+SPATIAL_REFERENCES = (
+    ("{n} furthest from you", lambda o: o.xy[0]),
+    ("{n} closest to you", lambda o: -o.xy[0]),
+    ("leftmost {n}", lambda o: o.xy[1]),
+    ("rightmost {n}", lambda o: -o.xy[1]),
+)
+#: A spatial reference needs its object to be the extreme of its shape by this margin (metres).
+REFERENCE_MARGIN = 0.06
+
+
 def _spatial_reference(rng, objects: list[ObjectSpec], target: int) -> str | None:
     """'cube furthest from you' (as in "the cube furthest from you") when the target is the
     unique extreme of its shape, by a clear margin."""
@@ -511,14 +523,9 @@ def _spatial_reference(rng, objects: list[ObjectSpec], target: int) -> str | Non
         return None
     noun = _choice(rng, (shape,) + SHAPE_SYNONYMS.get(shape, ()))
     options = []
-    for phrase, key in (
-        ("{n} furthest from you", lambda o: o.xy[0]),
-        ("{n} closest to you", lambda o: -o.xy[0]),
-        ("leftmost {n}", lambda o: o.xy[1]),
-        ("rightmost {n}", lambda o: -o.xy[1]),
-    ):
+    for phrase, key in SPATIAL_REFERENCES:
         vals = sorted((key(objects[i]), i) for i in same)
-        if vals[-1][1] == target and vals[-1][0] - vals[-2][0] > 0.06:
+        if vals[-1][1] == target and vals[-1][0] - vals[-2][0] > REFERENCE_MARGIN:
             options.append(phrase.format(n=noun))
     return _choice(rng, options) if options else None
 
