@@ -81,10 +81,11 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from playworld.eval.metrics import confidence_interval_95
-    from playworld.eval.vla_eval import EvalVLA, machine_info
+    from playworld.eval.vla_eval import EvalVLA
     from playworld.policy.train_latent import train_lam
     from playworld.policy.train_vla import TrainVLA
     from playworld.train.loop import TrainConfig
+    from playworld.utils import machine_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -139,7 +139,6 @@ def run(args) -> dict:
     from playworld.errors import PlayworldError
     from playworld.eval.latent_policy_eval import evaluate_agents, evaluate_policy, mean_ci95, normalized
     from playworld.eval.metrics import latent_map_accuracy, normalized_mutual_info
-    from playworld.eval.vla_eval import machine_info
     from playworld.policy.experts import record_atari_expert
     from playworld.policy.latent_policy import LatentActionPolicy, LatentPolicyConfig, LatentPolicyNet
     from playworld.policy.train_latent import (
@@ -167,7 +166,7 @@ def run(args) -> dict:
         window_offsets,
     )
     from playworld.train.loop import TrainConfig
-    from playworld.utils import atomic_write_json
+    from playworld.utils import atomic_write_json, machine_info
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -72,9 +72,10 @@ def main() -> None:
 
     import torch
 
-    from playworld.eval.vla_eval import EvalVLA, machine_info
+    from playworld.eval.vla_eval import EvalVLA
     from playworld.policy.train_vla import TrainVLA
     from playworld.train.loop import TrainConfig
+    from playworld.utils import machine_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

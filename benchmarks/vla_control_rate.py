@@ -47,12 +47,12 @@ def main() -> None:
 
     from playworld.envs.tabletop import Tabletop
     from playworld.envs.tabletop.env import STATE_HIGH, STATE_LOW
-    from playworld.eval.vla_eval import machine_info
     from playworld.policy.action_tokenizer import ActionTokenizer
     from playworld.policy.backbones import WordTokenizer
     from playworld.policy.vla import VLA, VLAConfig
     from playworld.policy.vla_policy import VLAPolicy
     from playworld.policy.vqa import tabletop_corpus
+    from playworld.utils import machine_info
 
     env = Tabletop()
     obs, info = env.reset(seed=0)

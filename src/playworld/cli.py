@@ -84,12 +84,13 @@ def _usage(prog: str, group: dict, summaries: dict | None = None) -> str:
 def record_command(args, prog: str, argv: list[str]) -> None:
     """Append this invocation (the words, and every option with its value, defaults included) to
     ``<out>/command.json`` after a successful training run, so a trained folder says how it was made
-    (a resumed run adds a second entry)."""
+    (a resumed run adds a second entry), and on which machine: retraining is bit-identical with the
+    same CPU model and thread count, not across CPU models."""
     import dataclasses
     import json
     from pathlib import Path
 
-    from playworld.utils import atomic_write_json
+    from playworld.utils import atomic_write_json, machine_info
 
     out = getattr(args, "out", None)
     if out is None or not Path(out).is_dir():
@@ -97,7 +98,7 @@ def record_command(args, prog: str, argv: list[str]) -> None:
     path = Path(out) / "command.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     options = json.loads(json.dumps(dataclasses.asdict(args), default=str))
-    runs.append({"command": prog, "argv": argv, "options": options})
+    runs.append({"command": prog, "argv": argv, "options": options, "machine": machine_info()})
     atomic_write_json(path, {"runs": runs})
 
 

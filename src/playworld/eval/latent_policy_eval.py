@@ -136,8 +136,8 @@ class EvalLatentPolicy:
     """Write the results as JSON here."""
 
     def run(self) -> int:
-        from playworld.eval.vla_eval import machine_info
         from playworld.policy.latent_policy import LatentActionPolicy
+        from playworld.utils import machine_info
 
         if self.episodes < 1 or self.max_steps < 1:
             raise PlayworldError(f"--episodes and --max-steps must be >= 1, got {self.episodes} and {self.max_steps}.")

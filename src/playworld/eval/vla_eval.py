@@ -15,7 +15,6 @@ recorded with seed 0, so the evaluation episodes are new layouts.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,33 +25,11 @@ import numpy as np
 import torch
 
 from playworld.errors import PlayworldError
-from playworld.utils import atomic_write_json, get_logger
+from playworld.utils import atomic_write_json, get_logger, machine_info
 
 log = get_logger("eval.vla")
 
 SuiteName = Literal["seen", "unseen-objects", "unseen-instructions", "symbols", "reasoning", "all"]
-
-
-def machine_info() -> dict[str, Any]:
-    """Where timings were taken: CPU model, cores, torch threads, GPU."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
 
 
 def overlay(image: np.ndarray, top: str, bottom: str, scale: int = 3) -> np.ndarray:
