@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
+from playworld.envs.tabletop.tasks import SPATIAL_REFERENCES
 from playworld.eval.metrics import confidence_interval_95, newcombe_interval
 
 UNSEEN = ("unseen-objects", "unseen-instructions")
-#: Words of the unseen-instructions suite's spatial references ("the cube closest to you").
-SPATIAL_WORDS = ("leftmost", "rightmost", "closest", "furthest")
+#: The unseen-instructions suite's spatial references ("the cube closest to you"), from its own
+#: phrases with any one-word noun.
+SPATIAL_PATTERNS = tuple(
+    re.compile(r"\b" + re.escape(phrase).replace(re.escape("{n}"), r"\w+") + r"\b") for phrase, _ in SPATIAL_REFERENCES
+)
 
 
 def _folders(model: Path) -> list[Path]:
@@ -59,7 +64,7 @@ def by_reference(reports: list[dict], suite: str = "unseen-instructions") -> dic
     out = {"spatial": (0, 0), "synonyms": (0, 0)}
     for suites in reports:
         for row in suites.get(suite, {}).get("per_episode", []):
-            key = "spatial" if any(w in row["instruction"].lower().split() for w in SPATIAL_WORDS) else "synonyms"
+            key = "spatial" if any(p.search(row["instruction"].lower()) for p in SPATIAL_PATTERNS) else "synonyms"
             s, n = out[key]
             out[key] = (s + bool(row["success"]), n + 1)
     return out

@@ -600,7 +600,7 @@ def test_vqa_only_scenes_feed_the_vqa_examples_and_their_words_the_vocabulary():
     eps = _episodes(2)
     scenes = [Episode(np.zeros((1, 32, 32, 3), np.uint8), None, np.zeros((1, 8), np.float32), s.instruction,
                       s.to_dict()) for s in web_scene_specs(20, seed=3)]
-    vocab = tuple(WordTokenizer.build(training_texts(eps + scenes, plan_locate="image", grid=4, point=True)).vocab)
+    vocab = tuple(WordTokenizer.build(training_texts(eps + scenes, plan_locate="image", grid=4, vqa={"grid": 4})).vocab)
     assert {"pink", "cyan", "bar", "shows"} <= set(vocab)
     model = _model(vocab=vocab, plan=True, plan_locate="image", vqa_scenes=20)
     ds = VLADataset(model, eps, robot_fraction=0.5, plan=True, seed=0, vqa_scenes=scenes)

@@ -150,7 +150,7 @@ def test_the_lexicon_names_objects_with_synonyms_the_robot_data_never_uses():
     eps = [Episode(np.zeros((1, 8, 8, 3), np.uint8), None, None, s.instruction, s) for s in specs]
     synonyms = {w for ws in (*COLOR_SYNONYMS.values(), *SHAPE_SYNONYMS.values()) for w in ws}
     plain = set(" ".join(training_texts(eps)).split())
-    wide = set(" ".join(training_texts(eps, lexicon=True)).replace("?", " ").split())
+    wide = set(" ".join(training_texts(eps, vqa={"lexicon": True})).replace("?", " ").split())
     assert not plain & synonyms
     present = {w for s in specs for o in scene_from_spec(s).objects for w in (*COLOR_SYNONYMS.get(o.color, ()),
                                                                               *SHAPE_SYNONYMS.get(o.shape, ()))}
@@ -219,6 +219,6 @@ def test_referring_expressions_name_the_extreme_object_of_its_shape():
     # the unseen-instructions suite's verb phrasings stay out of the training texts
     specs = get_suite("seen").episodes(30, seed=0)
     eps = [Episode(np.zeros((1, 8, 8, 3), np.uint8), None, None, s.instruction, s) for s in specs]
-    words = set(" ".join(training_texts(eps, lexicon=True, refer=True)).split())
+    words = set(" ".join(training_texts(eps, vqa={"lexicon": True, "refer": True})).split())
     assert {"leftmost", "rightmost", "closest", "furthest"} <= words
     assert not words & {"grab", "raise", "hold", "shove", "slide", "drop", "tidy", "belongs", "balance", "beside"}

@@ -193,6 +193,12 @@ def decode_actions_unconstrained(model: VLA, hidden: Tensor, cache: Any) -> tupl
     return bins, ids_t, cache
 
 
+def _fits(model: VLA, cache: Any, n: int) -> bool:
+    """Whether ``n`` more tokens and the ``action_dim`` action tokens fit after what ``cache`` holds."""
+    used = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+    return used + n + model.config.action_dim <= model.lm.max_len
+
+
 @torch.no_grad()
 def decode_plan_and_actions(
     model: VLA, hidden: Tensor, cache: Any, temperature: float = 0.0, generator: torch.Generator | None = None,
@@ -215,8 +221,7 @@ def decode_plan_and_actions(
     cut = not stopped or not text.lower().endswith(ACTION_MARKER.lower())
     if cut:
         marker = model.encode_text(f". {ACTION_MARKER}")
-        used = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
-        if not finish_plan or used + len(marker) + model.config.action_dim > model.lm.max_len:
+        if not finish_plan or not _fits(model, cache, len(marker)):
             raise ActionDecodeError(f"the plan did not end with {ACTION_MARKER!r} within {len(ids)} tokens: {text!r}.")
         hidden, cache = model.extend(torch.tensor([marker], device=hidden.device), cache)
         text = f"{text}. {ACTION_MARKER}"
@@ -236,8 +241,7 @@ def decode_actions_after_plan(
 
     Returns (bins (1, action_dim), cache)."""
     ids = model.plan_ids(plan)
-    used = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
-    if used + len(ids) + model.config.action_dim > model.lm.max_len:
+    if not _fits(model, cache, len(ids)):
         raise ActionDecodeError(f"the plan {plan!r} does not fit in the model's sequence length.")
     hidden, cache = model.extend(torch.tensor([ids], device=hidden.device), cache)
     bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)

@@ -150,7 +150,7 @@ def init_from_checkpoint(
     a checkpoint that is not a VLA, a word vocabulary missing words of this data, another
     number of bins or action dimensions, examples longer than the checkpoint's context.
     """
-    from playworld.policy.train_vla import asks_point, max_example_tokens, training_texts
+    from playworld.policy.train_vla import max_example_tokens, training_texts, vqa_options_from
     from playworld.policy.vla import VLA
 
     path = Path(path)
@@ -185,11 +185,9 @@ def init_from_checkpoint(
         )
     if old.backbone == "tiny":
         known = set(old.vocab)
-        locate = changes.get("plan_locate", "")
-        point = asks_point(locate, changes.get("vqa_scenes", old.vqa_scenes))
-        texts = training_texts(episodes, locate, old.image_size // old.tiny_patch,
-                               changes.get("vqa_lexicon", old.vqa_lexicon), point,
-                               changes.get("vqa_refer", old.vqa_refer))
+        grid = old.image_size // old.tiny_patch
+        vqa = {"vqa_scenes": old.vqa_scenes, "vqa_lexicon": old.vqa_lexicon, "vqa_refer": old.vqa_refer, **changes}
+        texts = training_texts(episodes, changes.get("plan_locate", ""), grid, vqa_options_from(vqa, grid))
         missing = sorted({w for t in texts for w in source.tokenizer.words(t)} - known)
         if missing:
             raise PlayworldError(

@@ -259,12 +259,24 @@ def asks_point(plan_locate: str, vqa_scenes: int) -> bool:
     return plan_locate == "image" and vqa_scenes > 0
 
 
+def vqa_options_from(fields: dict[str, Any], grid: int) -> dict[str, Any]:
+    """The keyword arguments of ``vqa.sample_questions`` / ``scene_questions`` for the VQA a VLA
+    with these config ``fields`` (``VLAConfig`` names; a missing one takes its default) is
+    co-fine-tuned with: the lexicon, the pointing questions (:func:`asks_point`) over a ``grid`` x
+    ``grid`` token grid, and the referring expressions. Written once for a built model
+    (:func:`vqa_options`) and for one being configured (:func:`build_model`, LAPA's ``--init``)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(VLAConfig)}
+
+    def get(name: str) -> Any:
+        return fields.get(name, defaults[name])
+
+    return {"lexicon": get("vqa_lexicon"), "grid": grid if asks_point(get("plan_locate"), get("vqa_scenes")) else 0,
+            "refer": get("vqa_refer")}
+
+
 def vqa_options(model: VLA) -> dict[str, Any]:
-    """The keyword arguments of ``vqa.sample_questions`` / ``scene_questions`` for the VQA this
-    model is co-fine-tuned with: the lexicon, and the pointing questions (:func:`asks_point`)."""
-    cfg = model.config
-    return {"lexicon": cfg.vqa_lexicon, "grid": model.image_grid if asks_point(cfg.plan_locate, cfg.vqa_scenes) else 0,
-            "refer": cfg.vqa_refer}
+    """:func:`vqa_options_from` for a built model."""
+    return vqa_options_from(dataclasses.asdict(model.config), model.image_grid)
 
 
 def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, wrist_camera_size: int = 0,
@@ -289,14 +301,12 @@ def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, w
     return out
 
 
-def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8, lexicon: bool = False,
-                   point: bool = False, refer: bool = False) -> list[str]:
+def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8,
+                   vqa: dict[str, Any] | None = None) -> list[str]:
     """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
     ``plan_locate``: plans that say where things are (``VLAConfig.plan_locate``; ``"image"``:
-    also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not); ``lexicon``:
-    the VQA lexicon's questions too (``VLAConfig.vqa_lexicon``); ``point``: the "which image cell
-    shows ...?" questions (:func:`vqa_options`); ``refer``: the referring expressions
-    (``VLAConfig.vqa_refer``)."""
+    also every cell word of a ``grid`` x ``grid`` token grid, used in a plan or not); ``vqa``: the
+    VQA's options (:func:`vqa_options_from`; None: the plain scene questions)."""
     texts = [" ".join(image_cell_word(r, c) for r in range(grid) for c in range(grid))] if plan_locate == "image" else []
     for ep in episodes:
         texts.append(robot_prompt(ep.instruction))
@@ -304,8 +314,7 @@ def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8
             texts.append(f" Plan: {plan_text(ep.spec, plan_locate, grid)}. Action:")
             qa = plan_question(ep.spec)
             texts.append(f"{vqa_prompt(qa.question)} {qa.answer}")
-            for qas in scene_questions(scene_from_spec(ep.spec), lexicon=lexicon, grid=grid if point else 0,
-                                       refer=refer).values():
+            for qas in scene_questions(scene_from_spec(ep.spec), **(vqa or {})).values():
                 texts += [f"{vqa_prompt(q.question)} {q.answer}" for q in qas]
     return texts
 
@@ -343,10 +352,7 @@ def build_model(backbone: str, episodes: list[Episode], tokenizer: ActionTokeniz
         fields["backbone"] = backbone
     if backbone == "tiny":
         grid = fields.get("image_size", 64) // fields.get("tiny_patch", 8)
-        locate = fields.get("plan_locate", "")
-        point = asks_point(locate, fields.get("vqa_scenes", 0))
-        texts = training_texts(episodes, locate, grid, fields.get("vqa_lexicon", False), point,
-                               fields.get("vqa_refer", False))
+        texts = training_texts(episodes, fields.get("plan_locate", ""), grid, vqa_options_from(fields, grid))
         fields["vocab"] = tuple(WordTokenizer.build(texts).vocab)
     config = VLAConfig.preset(preset, **fields)
     model = VLA(config)
