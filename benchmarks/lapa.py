@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--image-size", type=int, default=0, help="0: the tiny backbone's 64")
     ap.add_argument("--tiny-vision", default="conv", choices=["conv", "efficientnet"], help="every arm's vision encoder")
     ap.add_argument("--wrist-size", type=int, default=0, help="every arm also reads the wrist camera (0: no)")
+    ap.add_argument("--plan-locate", default="", choices=["", "table", "image"],
+                    help="every stage writes a located plan before its tokens (LAPA pretraining: before the latent "
+                         "tokens; the plan comes from the instruction and the layout, never from actions)")
+    ap.add_argument("--cell-pointer", action="store_true", help="with --plan-locate image: the cell word points at an image token")
     ap.add_argument("--tasks", nargs="+", default=[], help="evaluate only these task families (e.g. pick)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--suites", nargs="+", default=["seen", *UNSEEN])
@@ -113,7 +117,8 @@ def run(args: argparse.Namespace) -> dict:
         if not (out / "model.safetensors").exists():
             t0 = time.perf_counter()
             TrainVLA(data=args.data, out=out, robot_fraction=args.robot_fraction, image_size=args.image_size,
-                     tiny_vision=args.tiny_vision, wrist_size=args.wrist_size, threads=args.threads, **kwargs).run()
+                     tiny_vision=args.tiny_vision, wrist_size=args.wrist_size, threads=args.threads,
+                     plan_locate=args.plan_locate, cell_pointer=args.cell_pointer, **kwargs).run()
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         return out
 

@@ -229,6 +229,35 @@ def test_init_round_trip_then_fine_tune_on_actions(demos, pretrained, tmp_path):
                  "--gif-episodes", "0"]) == 0
 
 
+def test_latent_pretraining_with_a_located_plan_then_fine_tuning_with_it(demos, lam, tmp_path):
+    """LAPA with plans: the pretraining answer is " Plan: ... at cellXY. Action:" + the latent tokens
+    (the plan is made from the instruction and the layout, not from actions), so its vocabulary and
+    context hold the plan words and the fine-tuned model can write plans."""
+    plan = ["--plan-locate", "image", "--cell-pointer"]
+    n = torch.get_num_threads()
+    try:
+        assert _train(demos, tmp_path / "pre", "--latent-lam", str(lam), "--latent-clip-len", "4", *plan) == 0
+        pre = VLA.from_pretrained(tmp_path / "pre")
+        assert pre.config.plan and pre.config.plan_locate == "image" and "cellaa" in pre.config.vocab
+        summary = json.loads((tmp_path / "pre" / "train_summary.json").read_text())
+        assert {"latent_token_acc", "cell_word_acc"} <= set(summary) and "action_token_acc" not in summary
+        eps, _, _ = load_episodes(demos, 32, episodes=[0], actions=False)
+        eps[0].latent = np.zeros(len(eps[0].frames) - 1, np.int64)
+        answer = VLADataset(pre, eps, plan=True, target="latent").example(0)[3]
+        k = pre.config.latent_action_len
+        plan_words = pre.tokenizer.decode(answer[:-k]).strip()  # the word tokenizer lower-cases
+        assert plan_words.startswith("plan: pick up the") and " at cell" in plan_words and plan_words.endswith("action:")
+        assert answer[-k:] == [pre.config.latent_token_ids[0]] * k
+        assert _train(demos, tmp_path / "ft", "--init", str(tmp_path / "pre"), "--episodes", "2", *plan) == 0
+    finally:
+        torch.set_num_threads(n)
+    ft = VLA.from_pretrained(tmp_path / "ft")
+    assert ft.config.plan and ft.config.cell_pointer and ft.config.action_tokenizer
+    assert main(["eval", "vla", "--policy", str(tmp_path / "ft"), "--episodes", "1", "--max-steps", "1",
+                 "--vqa-per-episode", "0", "--gif-episodes", "0", "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "vla_eval.json").read_text())["plan"] is True
+
+
 def test_init_refuses_another_backbone_or_vocabulary(demos, pretrained, tmp_path, capsys):
     assert _train(demos, tmp_path / "a", "--init", str(pretrained), "--backbone", "pretrained") == 1
     assert "backbone" in capsys.readouterr().err

@@ -147,7 +147,9 @@ class VLADataset(Dataset):
 
     ``target="latent"`` (LAPA pretraining): a robot example's answer is the latent codes of the
     ``latent_action_len`` transitions after its frame (frames too close to the episode's end to
-    have them are left out), written as latent-action tokens; the actions are never read.
+    have them are left out), written as latent-action tokens; the actions are never read. With
+    ``plan`` the plan comes first, as for actions: it is made from the episode's instruction and
+    its first frame's layout (the simulator state), not from its actions.
     """
 
     def __init__(self, model: VLA, episodes: list[Episode], robot_fraction: float = 1.0,
@@ -158,8 +160,8 @@ class VLADataset(Dataset):
         if not episodes:
             raise PlayworldError("no episodes to train on.")
         check_instruction_noise(instruction_noise, model.kind == "tiny")
-        if target == "latent" and (plan or any(e.latent is None for e in episodes)):
-            raise PlayworldError("latent (LAPA) examples need every episode's latent labels and no --plan.")
+        if target == "latent" and any(e.latent is None for e in episodes):
+            raise PlayworldError("latent (LAPA) examples need every episode's latent labels.")
         if model.config.wrist_size and any(e.wrist is None for e in episodes):
             raise PlayworldError("this VLA reads the wrist camera: load the episodes with wrist_size (--wrist-size).")
         if target == "action" and any(e.bins is None for e in episodes):
@@ -194,10 +196,10 @@ class VLADataset(Dataset):
         if i < self.n_robot:
             e, t = self.robot_index[i]
             ep = self.episodes[e]
+            plan = plan_text(ep.spec, self.model.config.plan_locate, self.model.image_grid) if self.plan else None
             if self.target == "latent":
                 codes = ep.latent[t : t + self.model.config.latent_action_len]
-                return e, t, robot_prompt(ep.instruction), self.model.latent_target_ids(codes)
-            plan = plan_text(ep.spec, self.model.config.plan_locate, self.model.image_grid) if self.plan else None
+                return e, t, robot_prompt(ep.instruction), self.model.latent_target_ids(codes, plan)
             return e, t, robot_prompt(ep.instruction), self.model.action_target_ids(ep.bins[t], plan)
         rng = np.random.default_rng([self.seed, i])
         e = int(rng.integers(len(self.episodes)))
@@ -320,18 +322,16 @@ def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8
 
 
 def max_example_tokens(model: VLA, episodes: list[Episode], plan: bool) -> int:
-    """Length in tokens of the longest example the data can make (a robot answer: the action
-    tokens, or the latent tokens if they are more, so that a LAPA model has room for both)."""
+    """Length in tokens of the longest example the data can make (a robot answer: the plan if
+    any, then the action tokens, or the latent tokens if they are more, so that a LAPA model has
+    room for both)."""
     longest = 0
     cfg = model.config
+    tokens = max(cfg.action_dim, cfg.latent_action_len if cfg.num_latent_actions else 0)
     for ep in episodes:
         p = len(model.encode_text(robot_prompt(ep.instruction)))
-        a = len(model.action_target_ids(
-            [0] * cfg.action_dim, plan_text(ep.spec, cfg.plan_locate, model.image_grid) if plan and ep.spec else None
-        ))
-        if cfg.num_latent_actions:
-            a = max(a, cfg.latent_action_len)
-        longest = max(longest, p + a)
+        plan_len = len(model.plan_ids(plan_text(ep.spec, cfg.plan_locate, model.image_grid))) if plan and ep.spec else 0
+        longest = max(longest, p + plan_len + tokens)
         if ep.spec is not None:
             by_kind = scene_questions(scene_from_spec(ep.spec), **vqa_options(model))
             qas = [q for qs in by_kind.values() for q in qs] + [plan_question(ep.spec)]
@@ -480,8 +480,6 @@ class TrainVLA:
             raise PlayworldError("--action-slots is chosen when a model is built; --init keeps its checkpoint's setting.")
         if self.latent_camera is not None and self.latent_lam is None:
             raise PlayworldError("--latent-camera picks the video the LAM reads; it needs --latent-lam.")
-        if self.latent_lam is not None and self.plan:
-            raise PlayworldError("--plan needs the episodes' plans as answers; LAPA pretraining (--latent-lam) writes latent tokens. Drop one.")
 
     def run(self) -> Path:
         from playworld.data.lerobot import load_lerobot

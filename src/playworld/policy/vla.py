@@ -660,8 +660,9 @@ class VLA(PretrainedModel):
         ids = self.plan_ids(plan) if plan is not None else []
         return ids + [int(self.config.action_token_ids[int(b)]) for b in bins]
 
-    def latent_target_ids(self, codes) -> list[int]:
-        """The answer of a latent (LAPA) example: ``latent_action_len`` latent-action tokens."""
+    def latent_target_ids(self, codes, plan: str | None = None) -> list[int]:
+        """The answer of a latent (LAPA) example: [" Plan: <plan>. Action:"] + ``latent_action_len``
+        latent-action tokens (the plan, when given, as in :meth:`action_target_ids`)."""
         cfg = self.config
         if len(codes) != cfg.latent_action_len:
             raise PlayworldError(f"a latent answer has {cfg.latent_action_len} codes, got {len(codes)}.")
@@ -669,7 +670,8 @@ class VLA(PretrainedModel):
             raise PlayworldError(
                 f"latent codes must be in [0, {cfg.num_latent_actions}) (the model's latent tokens), got {list(codes)}."
             )
-        return [int(cfg.latent_token_ids[int(c)]) for c in codes]
+        ids = self.plan_ids(plan) if plan is not None else []
+        return ids + [int(cfg.latent_token_ids[int(c)]) for c in codes]
 
     def answer_target_ids(self, answer: str) -> list[int]:
         return self.encode_text(" " + answer.strip()) + [self.tokenizer.eos_id]
