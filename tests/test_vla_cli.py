@@ -61,6 +61,7 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     report = json.loads((out / "eval" / "vla_eval.json").read_text())
     assert report["camera_size"] == 64 and report["hold_plan"] is False
     seen = report["suites"]["seen"]
+    assert seen["training_episodes"] == 0  # --seed 1 (the default): layouts the demos (seed 0) do not have
     assert seen["episodes"] == 1 and 0 <= seen["ci95"][0] <= seen["ci95"][1] <= 1
     assert seen["control_hz"] > 0 and seen["vqa_questions"] == 2  # one scene question + the plan question
     closest = seen["closest_approach_cm"]
@@ -92,6 +93,39 @@ def test_train_and_eval_commands(demos, tmp_path, capsys):
     report = json.loads((tmp_path / "pick" / "vla_eval.json").read_text())
     assert report["tasks"] == ["pick"] and "symbols" not in report["suites"] and "seen" in report["suites"]
     assert all(set(m["per_task"]) == {"pick"} for m in report["suites"].values())
+
+
+def test_eval_refuses_the_layouts_the_policy_was_trained_on(demos, tmp_path, capsys):
+    """The demos were recorded with --seed 0: evaluating `seen` with --seed 0 and the same task list
+    would replay their layouts and instructions, so it is refused unless asked for."""
+    import torch
+
+    out = tmp_path / "vla"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "vla", "--data", str(demos), "--out", str(out), "--image-size", "32", "--steps", "1",
+                     "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "0", "--no-progress", "--threads", "1",
+                     "--robot-fraction", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    trained = json.loads((out / "train_episodes.json").read_text())
+    assert trained["data"] == str(demos) and 1 <= len(trained["episodes"]) <= 2  # the training split's specs
+    def evaluate(seed: int, folder: str, *extra: str) -> int:
+        return main(["eval", "vla", "--policy", str(out), "--suite", "seen", "--tasks", "pick", "--episodes", "2",
+                     "--seed", str(seed), "--max-steps", "1", "--vqa-per-episode", "0", "--gif-episodes", "0",
+                     "--out", str(tmp_path / folder), *extra])
+
+    assert evaluate(0, "ev") == 1
+    err = capsys.readouterr().err
+    assert "episodes for --seed 0 are layouts" in err and "--allow-training-episodes" in err
+    assert not (tmp_path / "ev" / "vla_eval.json").exists()
+    assert evaluate(0, "ev", "--allow-training-episodes") == 0
+    seen = json.loads((tmp_path / "ev" / "vla_eval.json").read_text())["suites"]["seen"]
+    assert seen["training_episodes"] == len(trained["episodes"])
+    # without the policy's own record, the recording itself can be named
+    (out / "train_episodes.json").unlink()
+    assert evaluate(0, "ev0", "--training-data", str(demos)) == 1 and "are layouts" in capsys.readouterr().err
+    assert evaluate(1, "ev1", "--training-data", str(demos)) == 0
 
 
 def test_same_seed_trains_the_same_weights(demos, tmp_path):

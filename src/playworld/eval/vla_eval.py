@@ -15,6 +15,7 @@ recorded with seed 0, so the evaluation episodes are new layouts.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -242,6 +243,10 @@ class EvalVLA:
     """Camera image side the env renders (0: the size the policy's training data was recorded at, from its config; 128 if unknown)."""
     out: Path | None = None
     """Where vla_eval.json and the GIFs go (default: POLICY/eval)."""
+    training_data: Path | None = None
+    """The policy's training recording, to check that no evaluation episode is one it was trained on (default: the policy's train_episodes.json, else the data in its command.json)."""
+    allow_training_episodes: bool = False
+    """Evaluate even when some episodes are layouts the policy was trained on (a recording made with the same --seed and suite); they are counted in the JSON."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -250,6 +255,32 @@ class EvalVLA:
             raise PlayworldError("--max-steps must be >= 1 and --threads, --vqa-per-episode, --gif-episodes >= 0.")
         if self.camera_size < 0:
             raise PlayworldError(f"--camera-size must be >= 0 (0: the training data's size), got {self.camera_size}.")
+
+    def _training_overlap(self, suites: list[str]) -> dict[str, int | None]:
+        """Per suite, how many of the evaluation episodes the policy was trained on (None: unknown).
+        A recording made with the same ``--seed`` as the evaluation holds the same ``seen`` layouts
+        and instructions, so those scores would measure memory, not generalisation: refused unless
+        ``--allow-training-episodes``."""
+        from playworld.envs.tabletop.tasks import SUITE_FAMILIES, get_suite
+        from playworld.policy.train_vla import episode_key, training_episode_keys
+
+        keys = training_episode_keys(Path(self.policy), self.training_data)
+        if keys is None:
+            log.info("cannot check the episodes against the policy's training data (no train_episodes.json, "
+                     "command.json or --training-data)")
+            return {name: None for name in suites}
+        out = {}
+        for name in suites:
+            tasks = tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else ()
+            specs = get_suite(name, tasks or None).episodes(self.episodes, seed=self.seed)
+            out[name] = sum(episode_key(json.loads(json.dumps(spec.to_dict()))) in keys for spec in specs)
+            if out[name] and not self.allow_training_episodes:
+                raise PlayworldError(
+                    f"{out[name]} of the {self.episodes} {name} episodes for --seed {self.seed} are layouts {self.policy} "
+                    f"was trained on (its data was recorded with the same seed); pass another --seed, or "
+                    "--allow-training-episodes to score them on purpose."
+                )
+        return out
 
     def run(self) -> dict[str, Any]:
         from playworld.envs.tabletop import SUITES
@@ -272,6 +303,7 @@ class EvalVLA:
             if not keep:
                 raise PlayworldError(f"no suite in {suites} has the tasks {list(self.tasks)}.")
             suites = keep
+        seen_in_training = self._training_overlap(suites)
         report: dict[str, Any] = {
             "policy": str(self.policy),
             "backbone": policy.model.config.backbone,
@@ -297,6 +329,7 @@ class EvalVLA:
             )
             if frames:
                 metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))
+            metrics["training_episodes"] = seen_in_training.get(name)
             report["suites"][name] = metrics
             lo, hi = metrics["ci95"]
             vqa = metrics["vqa_accuracy"]

@@ -20,6 +20,7 @@ run from a trained VLA's weights (fine-tuning the LAPA model on a few labelled e
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,7 +51,7 @@ from playworld.policy.vqa import (
     scene_questions,
 )
 from playworld.train.loop import TrainConfig, Trainer
-from playworld.utils import get_logger, seed_everything
+from playworld.utils import atomic_write_json, get_logger, seed_everything
 
 log = get_logger("train.vla")
 
@@ -126,6 +127,50 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
         out.append(Episode(frames, bins, states, ep["task"], json.loads(raw_spec) if raw_spec else None, wrist=wrist))
         ds.close()  # one decoded episode in memory at a time
     return out, tok, (ds.stats or {}).get("observation.state")
+
+
+TRAINING_EPISODES_NAME = "train_episodes.json"
+
+
+def episode_key(spec: dict) -> str:
+    """One episode's identity: its whole spec (suite, seed, instruction, objects and their
+    positions, goal) as canonical JSON. The same seed in another suite or task list is another
+    episode; the same key is the same layout and instruction."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def write_training_episodes(out: Path, data: Path, episodes: list[Episode]) -> None:
+    """``OUT/train_episodes.json``: the spec of every episode trained on (:func:`episode_key`), so
+    that ``playworld eval vla`` can refuse to score a policy on layouts it was trained on."""
+    keys = sorted({episode_key(e.spec) for e in episodes if e.spec is not None})
+    atomic_write_json(out / TRAINING_EPISODES_NAME, {"data": str(data), "episodes": keys})
+
+
+def training_episode_keys(policy: Path, data: Path | None = None) -> set[str] | None:
+    """The :func:`episode_key` of every episode a policy was trained on: from ``data`` (every
+    episode of that recording, a conservative superset) when given, else the policy's
+    ``train_episodes.json``, else the data named in its ``command.json`` if that folder exists;
+    None when unknown."""
+    from playworld.data.lerobot import load_lerobot
+
+    policy = Path(policy)
+    if data is None:
+        path = policy / TRAINING_EPISODES_NAME
+        if path.exists():
+            return set(json.loads(path.read_text())["episodes"])
+        command = policy / "command.json"
+        if command.exists():
+            runs = json.loads(command.read_text())["runs"]
+            named = runs[-1]["options"].get("data") if runs else None
+            data = Path(named) if named and Path(named).exists() else None
+    if data is None:
+        return None
+    keys = set()
+    for row in load_lerobot(data).episodes:
+        raw = row.get("playworld/spec")
+        if raw:
+            keys.add(episode_key(json.loads(raw)))
+    return keys
 
 
 def check_instruction_noise(p: float, tiny: bool) -> None:
@@ -575,6 +620,7 @@ class TrainVLA:
             val_data=val, name="vla",
         )
         out = trainer.fit(resume=self.resume)
+        write_training_episodes(out, self.data, train_eps)
         if latent:
             log.info("LAPA-pretrained VLA in %s; fine-tune it on labelled episodes: playworld train vla --data DATA "
                      "--episodes M --init %s --out OUT", out, out)
