@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from playworld.envs.tabletop.tasks import SPATIAL_REFERENCES
@@ -45,7 +46,15 @@ def label(model: Path) -> str:
 def load(model: Path, patterns: list[str]) -> list[dict]:
     """The "suites" of every evaluation file under the row's folders, each file read once."""
     files = sorted({f for folder in _folders(model) for pattern in patterns for f in folder.glob(pattern)})
-    return [json.loads(f.read_text())["suites"] for f in files]
+    out = []
+    for f in files:
+        suites = json.loads(f.read_text())["suites"]
+        for name in [n for n, m in suites.items() if m.get("training_episodes")]:
+            print(f"left out {f} ({name}): {suites[name]['training_episodes']} of its episodes were trained on",
+                  file=sys.stderr)
+            del suites[name]
+        out.append(suites)
+    return out
 
 
 def pool(reports: list[dict]) -> dict[str, tuple[int, int]]:
@@ -81,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", type=Path, nargs="+", help="VLA folders (DIR1+DIR2: one row pooled over both); the first is the baseline")
     p.add_argument("--suites", nargs="+", default=["seen", *UNSEEN], help="suites to show")
-    p.add_argument("--pattern", nargs="+", default=["eval-*/vla_eval.json", "eval2-*/vla_eval.json"],
-                   help="evaluation files under each model folder (globs; default: eval-SUITE and eval2-SUITE folders)")
+    p.add_argument("--pattern", nargs="+", default=["eval-*/vla_eval.json", "eval[0-9]*-*/vla_eval.json"],
+                   help="evaluation files under each model folder (globs; default: eval-SUITE and evalN-SUITE folders, "
+                        "N = another layout seed)")
     p.add_argument("--by-reference", action="store_true",
                    help="also split unseen-instructions by spatial references vs synonyms (per-episode results)")
     args = p.parse_args(argv)
