@@ -15,7 +15,6 @@ recorded with seed 0, so the evaluation episodes are new layouts.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -256,12 +255,18 @@ class EvalVLA:
         if self.camera_size < 0:
             raise PlayworldError(f"--camera-size must be >= 0 (0: the training data's size), got {self.camera_size}.")
 
+    def _suite_tasks(self, name: str) -> tuple[str, ...]:
+        """The ``--tasks`` families that suite ``name`` has (empty: all of its families)."""
+        from playworld.envs.tabletop.tasks import SUITE_FAMILIES
+
+        return tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else ()
+
     def _training_overlap(self, suites: list[str]) -> dict[str, int | None]:
         """Per suite, how many of the evaluation episodes the policy was trained on (None: unknown).
         A recording made with the same ``--seed`` as the evaluation holds the same ``seen`` layouts
         and instructions, so those scores would measure memory, not generalisation: refused unless
         ``--allow-training-episodes``."""
-        from playworld.envs.tabletop.tasks import SUITE_FAMILIES, get_suite
+        from playworld.envs.tabletop.tasks import get_suite
         from playworld.policy.train_vla import episode_key, training_episode_keys
 
         keys = training_episode_keys(Path(self.policy), self.training_data)
@@ -271,9 +276,8 @@ class EvalVLA:
             return {name: None for name in suites}
         out = {}
         for name in suites:
-            tasks = tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else ()
-            specs = get_suite(name, tasks or None).episodes(self.episodes, seed=self.seed)
-            out[name] = sum(episode_key(json.loads(json.dumps(spec.to_dict()))) in keys for spec in specs)
+            specs = get_suite(name, self._suite_tasks(name) or None).episodes(self.episodes, seed=self.seed)
+            out[name] = sum(episode_key(spec.to_dict()) in keys for spec in specs)
             if out[name] and not self.allow_training_episodes:
                 raise PlayworldError(
                     f"{out[name]} of the {self.episodes} {name} episodes for --seed {self.seed} are layouts {self.policy} "
@@ -325,7 +329,7 @@ class EvalVLA:
         for name in suites:
             metrics, frames = evaluate_suite(
                 policy, name, self.episodes, self.seed, self.max_steps, self.gif_episodes, self.vqa_per_episode,
-                camera, tuple(t for t in self.tasks if t in SUITE_FAMILIES[name]) if self.tasks else (), wrist,
+                camera, self._suite_tasks(name), wrist,
             )
             if frames:
                 metrics["gif"] = str(save_gif(np.stack(frames), out / f"episodes-{name}.gif", fps=5))
