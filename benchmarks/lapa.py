@@ -12,7 +12,11 @@ Issue #7, item 4 (LAPA, arXiv 2410.11758), on one tabletop dataset, with the pub
    first ``--labelled M`` episodes with their real actions;
 3. **labelled-only**: the same VLA trained from scratch on the same M episodes with the same
    fine-tuning steps, batch and learning rate;
-4. both evaluated with ``playworld eval vla`` on ``seen`` and the unseen suites.
+   with ``--shuffled-control``, a third arm **shuffled-lapa**: LAPA's two stages with the latent
+   codes permuted across all transitions (``--latent-shuffle``): the same pretraining (answer
+   lengths, plans, steps) with latent tokens that say nothing about the video, so LAPA - shuffled
+   is the part of the gain that comes from the latent actions themselves;
+4. all evaluated with ``playworld eval vla`` on ``seen`` and the unseen suites.
 
 Prints and writes (``OUT/lapa.md``, ``OUT/lapa.json``) success with its 95% Wilson interval per
 suite and arm (episodes pooled over seeds, and per seed), the unseen average (episodes pooled
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="every stage writes a located plan before its tokens (LAPA pretraining: before the latent "
                          "tokens; the plan comes from the instruction and the layout, never from actions)")
     ap.add_argument("--cell-pointer", action="store_true", help="with --plan-locate image: the cell word points at an image token")
+    ap.add_argument("--shuffled-control", action="store_true",
+                    help="add the shuffled-lapa arm: LAPA with its latent codes permuted across transitions")
     ap.add_argument("--tasks", nargs="+", default=[], help="evaluate only these task families (e.g. pick)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--suites", nargs="+", default=["seen", *UNSEEN])
@@ -132,6 +138,12 @@ def run(args: argparse.Namespace) -> dict:
             "labelled-only": train(root / "labelled-only", "labelled-only", episodes=args.labelled,
                                    train=tcfg(args.finetune_steps, seed)),
         }
+        if args.shuffled_control:
+            shuffled = train(root / "shuffled-pretrain", "pretrain", latent_lam=lam, latent_shuffle=True,
+                             latent_horizon=args.latent_horizon, latent_clip_len=args.lam_clip_len,
+                             latent_camera=args.lam_camera, train=tcfg(args.pretrain_steps, seed))
+            arms["shuffled-lapa"] = train(root / "shuffled-finetune", "finetune", init=shuffled,
+                                          episodes=args.labelled, train=tcfg(args.finetune_steps, seed))
         seed_result = {"pretrain": {**_json(pre / "train_summary.json"), **_last_val(pre),
                                     "labels": _json(pre / "latent_labels.json")}, "arms": {}}
         for arm, folder in arms.items():
@@ -153,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
 
     # pooled over seeds, then the unseen average pooled over the unseen suites
     pooled: dict = {}
-    for arm in ("lapa", "labelled-only"):
+    for arm in next(iter(result["seeds"].values()))["arms"]:
         rows = {}
         for suite in [*args.suites, "unseen-average"]:
             names = [s for s in args.suites if s in UNSEEN] if suite == "unseen-average" else [suite]
@@ -171,6 +183,11 @@ def run(args: argparse.Namespace) -> dict:
         "lapa_minus_labelled_only": a["success_rate"] - b["success_rate"], "ci95": [lo, hi], "lapa_ahead": ahead,
         "ci_excludes_zero": lo > 0, "verdict": "met" if lo > 0 else ("not shown" if ahead else "missed"),
     }
+    if "shuffled-lapa" in pooled:
+        c = pooled["shuffled-lapa"]["unseen-average"]
+        lo, hi = newcombe_interval(a["successes"], a["episodes"], c["successes"], c["episodes"])
+        result["unseen_difference_vs_shuffled"] = {"lapa_minus_shuffled": a["success_rate"] - c["success_rate"],
+                                                   "ci95": [lo, hi]}
     result["seconds"] = timings
     (args.out / "lapa.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(result, args)
@@ -252,6 +269,11 @@ def markdown_table(r: dict, args: argparse.Namespace) -> str:
         f"[95% CI {100 * lo:+.1f} to {100 * hi:+.1f}]; target (LAPA beats labelled-only on the unseen average): "
         f"**{d['verdict']}** ({why}).",
     ]
+    if "unseen_difference_vs_shuffled" in r:
+        c = r["unseen_difference_vs_shuffled"]
+        lines.append(f"unseen average, LAPA - shuffled-lapa (the part of the gain from the latent actions): "
+                     f"{100 * c['lapa_minus_shuffled']:+.1f} points [95% CI {100 * c['ci95'][0]:+.1f} to "
+                     f"{100 * c['ci95'][1]:+.1f}].")
     return "\n".join(lines)
 
 

@@ -197,6 +197,33 @@ def test_labelling_is_deterministic_and_does_not_read_actions(demos, lam, tmp_pa
     assert tok is None and eps[0].bins is None
 
 
+def test_shuffled_labels_keep_the_codes_and_lose_their_order():
+    from playworld.policy.lapa import shuffle_latent_labels
+
+    rng = np.random.default_rng(0)
+    labels = {3: rng.integers(0, 8, 40), 7: rng.integers(0, 8, 25), 9: np.zeros(0, np.int64)}
+    a, b = shuffle_latent_labels(labels, 0), shuffle_latent_labels(labels, 0)
+    assert {e: len(v) for e, v in a.items()} == {e: len(v) for e, v in labels.items()}
+    flat = lambda d: np.concatenate([d[e] for e in sorted(d)])  # noqa: E731
+    assert np.array_equal(np.sort(flat(a)), np.sort(flat(labels)))  # same codes, same frequencies
+    assert not np.array_equal(flat(a), flat(labels))  # not in their order
+    assert np.array_equal(flat(a), flat(b)) and not np.array_equal(flat(a), flat(shuffle_latent_labels(labels, 1)))
+
+
+def test_latent_shuffle_pretrains_on_permuted_codes(demos, lam, pretrained, tmp_path, capsys):
+    out = tmp_path / "shuffled"
+    assert _train(demos, out, "--latent-lam", str(lam), "--latent-clip-len", "4", "--latent-shuffle") == 0
+    real, shuffled = np.load(pretrained / "latent_labels.npz"), np.load(out / "latent_labels.npz")
+    assert np.array_equal(real["episode"], shuffled["episode"]) and np.array_equal(real["t"], shuffled["t"])
+    assert np.array_equal(np.sort(real["latent"]), np.sort(shuffled["latent"]))
+    assert not np.array_equal(real["latent"], shuffled["latent"])
+    summary = json.loads((out / "latent_labels.json").read_text())
+    assert summary["shuffled"] is True and "nmi_latent_motion" not in summary
+    assert "shuffled" not in json.loads((pretrained / "latent_labels.json").read_text())
+    assert _train(demos, tmp_path / "x", "--latent-shuffle") == 1
+    assert "--latent-shuffle permutes the LAM's latent labels; it needs --latent-lam" in capsys.readouterr().err
+
+
 def test_latent_pretraining_writes_a_latent_vla(pretrained):
     cfg = json.loads((pretrained / "config.json").read_text())
     assert cfg["num_latent_actions"] == 8 and cfg["latent_action_len"] == 4 and cfg["action_tokenizer"] == {}
@@ -334,12 +361,16 @@ def test_benchmark_quick_path_writes_the_table(demos, lam, tmp_path, capsys):
         sys.path.pop(0)
     n = torch.get_num_threads()
     try:
-        result = lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick"])
+        result = lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick",
+                            "--shuffled-control"])
     finally:
         torch.set_num_threads(n)
     table = (tmp_path / "b" / "lapa.md").read_text()
     assert "| lapa (seeds pooled) |" in table and "| labelled-only (seeds pooled) |" in table
     assert "unseen average, LAPA - labelled-only" in table and "unseen-average" in table
+    assert "| shuffled-lapa (seeds pooled) |" in table and "unseen average, LAPA - shuffled-lapa" in table
+    assert (tmp_path / "b" / "seed0" / "shuffled-pretrain" / "latent_labels.json").exists()
+    assert json.loads((tmp_path / "b" / "seed0" / "shuffled-pretrain" / "latent_labels.json").read_text())["shuffled"]
     pooled = result["pooled"]["lapa"]["unseen-average"]
     assert pooled["episodes"] == 1 and 0 <= pooled["ci95"][0] <= pooled["ci95"][1] <= 1
     assert "target (LAPA beats labelled-only" in capsys.readouterr().out

@@ -110,6 +110,23 @@ def _motion_classes(ds, tr) -> np.ndarray | None:
     return np.concatenate(out).astype(np.int64)
 
 
+def shuffle_latent_labels(labels: dict[int, np.ndarray], seed: int) -> dict[int, np.ndarray]:
+    """The control for LAPA's gain: the same codes, permuted across every transition of every episode.
+
+    Each transition gets the code of a random other transition, so the codes keep their frequencies
+    (and the pretraining its answer lengths, vocabulary and plans) but say nothing about the frames
+    they follow. A gain that survives this is not from the latent actions (docs/bridge.md).
+    Deterministic with ``seed``; the episodes keep their lengths."""
+    eps = sorted(labels)
+    flat = np.concatenate([labels[e] for e in eps]) if eps else np.zeros(0, np.int64)
+    flat = flat[np.random.default_rng(seed).permutation(len(flat))]
+    out, start = {}, 0
+    for e in eps:
+        out[e] = flat[start:start + len(labels[e])]
+        start += len(labels[e])
+    return out
+
+
 def attach_latent_labels(episodes: list[Episode], labels: dict[int, np.ndarray], episode_ids: list[int]) -> None:
     """Give each loaded episode (in the order of ``episode_ids``) its transitions' latent codes."""
     for ep, i in zip(episodes, episode_ids, strict=True):

@@ -471,6 +471,8 @@ class TrainVLA:
     """LAPA: frames per labelling window (the clip length the LAM was trained on; `playworld train lam` default 6)."""
     num_latent_actions: int = 0
     """LAPA: latent-action tokens the VLA writes; must equal the LAM's codebook (0: take the LAM's)."""
+    latent_shuffle: bool = False
+    """LAPA control: permute the LAM's codes across all transitions before pretraining, so the latent tokens keep their frequencies but carry no information about the video (what is left of LAPA's gain then comes from the rest of pretraining, e.g. the plans)."""
     latent_camera: str | None = None
     """LAPA: the camera whose video the LAM reads (a LAM trained with `playworld train lam --camera wrist`); default the data's first. The tabletop's wrist camera shows the arm's own motion (docs/bridge.md)."""
     action_slots: bool = False
@@ -525,6 +527,8 @@ class TrainVLA:
             raise PlayworldError("--action-slots is chosen when a model is built; --init keeps its checkpoint's setting.")
         if self.latent_camera is not None and self.latent_lam is None:
             raise PlayworldError("--latent-camera picks the video the LAM reads; it needs --latent-lam.")
+        if self.latent_shuffle and self.latent_lam is None:
+            raise PlayworldError("--latent-shuffle permutes the LAM's latent labels; it needs --latent-lam.")
 
     def run(self) -> Path:
         from playworld.data.lerobot import load_lerobot
@@ -635,11 +639,17 @@ class TrainVLA:
 
         ``expect``: the codebook size the LAM must have (--num-latent-actions, or the latent tokens of
         the --init checkpoint when continuing LAPA pretraining); None = take the LAM's."""
-        from playworld.policy.lapa import attach_latent_labels, label_episodes
+        from playworld.policy.lapa import attach_latent_labels, label_episodes, shuffle_latent_labels
         from playworld.utils import atomic_write_json
 
         labels, summary = label_episodes(self.latent_lam, self.data, train_idx + val_idx, self.latent_clip_len, expect,
                                         self.latent_camera)
+        if self.latent_shuffle:
+            labels = shuffle_latent_labels(labels, self.train.seed)
+            summary["shuffled"] = True
+            if "nmi_latent_motion" in summary:  # the LAM's codes', not the shuffled labels'
+                summary["lam_nmi_latent_motion"] = summary.pop("nmi_latent_motion")
+            log.info("--latent-shuffle: the latent codes are permuted across all transitions (the control)")
         attach_latent_labels(train_eps, labels, train_idx)
         attach_latent_labels(val_eps, labels, val_idx)
         self.out.mkdir(parents=True, exist_ok=True)
