@@ -109,7 +109,8 @@ def test_eval_refuses_the_layouts_the_policy_was_trained_on(demos, tmp_path, cap
     finally:
         torch.set_num_threads(threads)
     trained = json.loads((out / "train_episodes.json").read_text())
-    assert trained["data"] == str(demos) and 1 <= len(trained["episodes"]) <= 2  # the training split's specs
+    assert trained["data"] == str(demos) and 1 <= len(trained["episodes"]) <= 2  # the training split's spec keys
+    assert all(len(k) == 64 and int(k, 16) >= 0 for k in trained["episodes"])  # SHA-256 hex digests
     def evaluate(seed: int, folder: str, *extra: str) -> int:
         return main(["eval", "vla", "--policy", str(out), "--suite", "seen", "--tasks", "pick", "--episodes", "2",
                      "--seed", str(seed), "--max-steps", "1", "--vqa-per-episode", "0", "--gif-episodes", "0",
@@ -122,8 +123,16 @@ def test_eval_refuses_the_layouts_the_policy_was_trained_on(demos, tmp_path, cap
     assert evaluate(0, "ev", "--allow-training-episodes") == 0
     seen = json.loads((tmp_path / "ev" / "vla_eval.json").read_text())["suites"]["seen"]
     assert seen["training_episodes"] == len(trained["episodes"])
-    # without the policy's own record, the recording itself can be named
+    # a record written before the keys were hashed (the specs' canonical JSON) still counts
+    from playworld.data.lerobot import load_lerobot
+
+    old = [json.dumps(json.loads(row["playworld/spec"]), sort_keys=True) for row in load_lerobot(demos).episodes]
+    (out / "train_episodes.json").write_text(json.dumps({"data": str(demos), "episodes": old}))
+    assert evaluate(0, "ev-old") == 1 and "are layouts" in capsys.readouterr().err
+    assert evaluate(1, "ev-old1") == 0
+    # without the policy's own record: the data named in its command.json, or the recording named here
     (out / "train_episodes.json").unlink()
+    assert evaluate(0, "ev-cmd") == 1 and "are layouts" in capsys.readouterr().err
     assert evaluate(0, "ev0", "--training-data", str(demos)) == 1 and "are layouts" in capsys.readouterr().err
     assert evaluate(1, "ev1", "--training-data", str(demos)) == 0
 

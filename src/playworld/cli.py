@@ -90,16 +90,13 @@ def record_command(args, prog: str, argv: list[str]) -> None:
     import json
     from pathlib import Path
 
-    from playworld.utils import atomic_write_json, machine_info
+    from playworld.utils import append_command_run, machine_info
 
     out = getattr(args, "out", None)
     if out is None or not Path(out).is_dir():
         return
-    path = Path(out) / "command.json"
-    runs = json.loads(path.read_text())["runs"] if path.exists() else []
     options = json.loads(json.dumps(dataclasses.asdict(args), default=str))
-    runs.append({"command": prog, "argv": argv, "options": options, "machine": machine_info()})
-    atomic_write_json(path, {"runs": runs})
+    append_command_run(out, {"command": prog, "argv": argv, "options": options, "machine": machine_info()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,3 +114,22 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+#: Every trained folder's record of the commands that made it (``playworld.cli.record_command``).
+COMMAND_NAME = "command.json"
+
+
+def append_command_run(folder: str | os.PathLike, run: dict[str, Any]) -> None:
+    """Add one command's record to ``folder/command.json`` (a resumed run adds a second entry)."""
+    path = Path(folder) / COMMAND_NAME
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    atomic_write_json(path, {"runs": [*runs, run]})
+
+
+def last_command_options(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """Every option (defaults included) of the last command recorded in ``folder/command.json``;
+    None when the folder has no record."""
+    path = Path(folder) / COMMAND_NAME
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    return runs[-1]["options"] if runs else None

@@ -20,6 +20,7 @@ run from a trained VLA's weights (fine-tuning the LAPA model on a few labelled e
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,18 +133,21 @@ def load_episodes(data: Path, image_size: int, action_tokenizer: ActionTokenizer
 TRAINING_EPISODES_NAME = "train_episodes.json"
 
 
-def episode_key(spec: dict) -> str:
-    """One episode's identity: its whole spec (suite, seed, instruction, objects and their
-    positions, goal) as canonical JSON. The same seed in another suite or task list is another
-    episode; the same key is the same layout and instruction."""
-    return json.dumps(spec, sort_keys=True)
+def episode_key(spec: dict | str) -> str:
+    """One episode's identity: the SHA-256 of its whole spec (suite, seed, instruction, objects and
+    their positions, goal) as canonical JSON. The same seed in another suite or task list is another
+    episode; the same key is the same layout and instruction. A string is taken as that canonical
+    JSON (how train_episodes.json files written before the hash stored their keys)."""
+    text = spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_training_episodes(out: Path, data: Path, episodes: list[Episode]) -> None:
-    """``OUT/train_episodes.json``: the spec of every episode trained on (:func:`episode_key`), so
+    """``OUT/train_episodes.json``: the key of every episode trained on (:func:`episode_key`), so
     that ``playworld eval vla`` can refuse to score a policy on layouts it was trained on."""
     keys = sorted({episode_key(e.spec) for e in episodes if e.spec is not None})
-    atomic_write_json(out / TRAINING_EPISODES_NAME, {"data": str(data), "episodes": keys})
+    atomic_write_json(out / TRAINING_EPISODES_NAME, {"data": str(data), "key": "sha256 of the spec's canonical JSON",
+                                                     "episodes": keys})
 
 
 def training_episode_keys(policy: Path, data: Path | None = None) -> set[str] | None:
@@ -152,17 +156,17 @@ def training_episode_keys(policy: Path, data: Path | None = None) -> set[str] | 
     ``train_episodes.json``, else the data named in its ``command.json`` if that folder exists;
     None when unknown."""
     from playworld.data.lerobot import load_lerobot
+    from playworld.utils import last_command_options
 
     policy = Path(policy)
     if data is None:
         path = policy / TRAINING_EPISODES_NAME
         if path.exists():
-            return set(json.loads(path.read_text())["episodes"])
-        command = policy / "command.json"
-        if command.exists():
-            runs = json.loads(command.read_text())["runs"]
-            named = runs[-1]["options"].get("data") if runs else None
-            data = Path(named) if named and Path(named).exists() else None
+            stored = json.loads(path.read_text())
+            # files written before the hash hold the canonical JSON itself
+            return {k if "key" in stored else episode_key(k) for k in stored["episodes"]}
+        named = (last_command_options(policy) or {}).get("data")
+        data = Path(named) if named and Path(named).exists() else None
     if data is None:
         return None
     keys = set()
