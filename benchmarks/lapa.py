@@ -24,7 +24,8 @@ over the unseen suites), and the LAPA - labelled-only difference on it with a 95
 (Newcombe's hybrid score interval). The target is LAPA > labelled-only on the unseen average;
 the table says "met" only when the interval of the difference is above 0, "not shown" when LAPA
 is ahead but the interval includes 0, "missed" otherwise. Trained models are
-reused when their folder exists, so an interrupted run continues.
+reused when their folder holds a model, and an interrupted training continues from its latest
+checkpoint, so a cut run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             TrainVLA(data=args.data, out=out, robot_fraction=args.robot_fraction, image_size=args.image_size,
                      tiny_vision=args.tiny_vision, wrist_size=args.wrist_size, threads=args.threads,
-                     plan_locate=args.plan_locate, cell_pointer=args.cell_pointer, **kwargs).run()
+                     plan_locate=args.plan_locate, cell_pointer=args.cell_pointer, resume=True, **kwargs).run()
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         return out
 

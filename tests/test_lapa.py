@@ -374,6 +374,16 @@ def test_benchmark_quick_path_writes_the_table(demos, lam, tmp_path, capsys):
     pooled = result["pooled"]["lapa"]["unseen-average"]
     assert pooled["episodes"] == 1 and 0 <= pooled["ci95"][0] <= pooled["ci95"][1] <= 1
     assert "target (LAPA beats labelled-only" in capsys.readouterr().out
+    # a training cut after a checkpoint (no model yet) continues from it when the benchmark is run again
+    ft = tmp_path / "b" / "seed0" / "shuffled-finetune"
+    (ft / "model.safetensors").unlink()
+    n = torch.get_num_threads()
+    try:
+        again = lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick",
+                           "--shuffled-control"])
+    finally:
+        torch.set_num_threads(n)
+    assert (ft / "model.safetensors").exists() and again["pooled"].keys() == result["pooled"].keys()
 
 
 # -- the LAM on another camera (the tabletop's wrist camera shows the arm's own motion) ------------
