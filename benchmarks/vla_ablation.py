@@ -100,7 +100,7 @@ def main() -> None:
                 data=args.data, out=out, backbone=backbone, robot_fraction=fraction, from_scratch=scratch,
                 episodes=args.episodes, tiny_vision=vision if backbone == "tiny" else "", image_size=args.image_size,
                 wrist_size=args.wrist_size, plan_locate=args.plan_locate, cell_pointer=args.cell_pointer,
-                vqa_lexicon=lexicon, vqa_scenes=scenes, threads=args.threads,
+                vqa_lexicon=lexicon, vqa_scenes=scenes, threads=args.threads, resume=True,  # a cut arm continues
                 train=TrainConfig(
                     steps=args.steps, batch_size=args.batch_size, lr=args.lr if backbone != "tiny" else 1e-3,
                     warmup_steps=min(50, args.steps // 10), num_workers=0, eval_every=max(1, args.steps // 4),
