@@ -359,12 +359,15 @@ def test_benchmark_quick_path_writes_the_table(demos, lam, tmp_path, capsys):
         import lapa
     finally:
         sys.path.pop(0)
-    n = torch.get_num_threads()
-    try:
-        result = lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick",
-                            "--shuffled-control"])
-    finally:
-        torch.set_num_threads(n)
+    def run_benchmark() -> dict:
+        n = torch.get_num_threads()
+        try:
+            return lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick",
+                              "--shuffled-control"])
+        finally:
+            torch.set_num_threads(n)
+
+    result = run_benchmark()
     table = (tmp_path / "b" / "lapa.md").read_text()
     assert "| lapa (seeds pooled) |" in table and "| labelled-only (seeds pooled) |" in table
     assert "unseen average, LAPA - labelled-only" in table and "unseen-average" in table
@@ -377,12 +380,7 @@ def test_benchmark_quick_path_writes_the_table(demos, lam, tmp_path, capsys):
     # a training cut after a checkpoint (no model yet) continues from it when the benchmark is run again
     ft = tmp_path / "b" / "seed0" / "shuffled-finetune"
     (ft / "model.safetensors").unlink()
-    n = torch.get_num_threads()
-    try:
-        again = lapa.main(["--data", str(demos), "--out", str(tmp_path / "b"), "--lam", str(lam), "--quick",
-                           "--shuffled-control"])
-    finally:
-        torch.set_num_threads(n)
+    again = run_benchmark()
     assert (ft / "model.safetensors").exists() and again["pooled"].keys() == result["pooled"].keys()
 
 
