@@ -131,8 +131,12 @@ def run(args: argparse.Namespace) -> dict:
 
     for seed in args.seeds:
         root = args.out / f"seed{seed}"
-        pre = train(root / "lapa-pretrain", "pretrain", latent_lam=lam, latent_horizon=args.latent_horizon,
-                    latent_clip_len=args.lam_clip_len, latent_camera=args.lam_camera, train=tcfg(args.pretrain_steps, seed))
+        def pretrain(out: Path, seed: int = seed, **extra) -> Path:  # LAPA's stage 2 (the control: shuffled codes)
+            return train(out, "pretrain", latent_lam=lam, latent_horizon=args.latent_horizon,
+                         latent_clip_len=args.lam_clip_len, latent_camera=args.lam_camera,
+                         train=tcfg(args.pretrain_steps, seed), **extra)
+
+        pre = pretrain(root / "lapa-pretrain")
         arms = {
             "lapa": train(root / "lapa-finetune", "finetune", init=pre, episodes=args.labelled,
                           train=tcfg(args.finetune_steps, seed)),
@@ -140,9 +144,7 @@ def run(args: argparse.Namespace) -> dict:
                                    train=tcfg(args.finetune_steps, seed)),
         }
         if args.shuffled_control:
-            shuffled = train(root / "shuffled-pretrain", "pretrain", latent_lam=lam, latent_shuffle=True,
-                             latent_horizon=args.latent_horizon, latent_clip_len=args.lam_clip_len,
-                             latent_camera=args.lam_camera, train=tcfg(args.pretrain_steps, seed))
+            shuffled = pretrain(root / "shuffled-pretrain", latent_shuffle=True)
             arms["shuffled-lapa"] = train(root / "shuffled-finetune", "finetune", init=shuffled,
                                           episodes=args.labelled, train=tcfg(args.finetune_steps, seed))
         seed_result = {"pretrain": {**_json(pre / "train_summary.json"), **_last_val(pre),

@@ -294,6 +294,13 @@ class EvalVLA:
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        suites = list(SUITES) if self.suite == "all" else [self.suite]
+        if self.tasks:
+            keep = [name for name in suites if set(self.tasks) & set(SUITE_FAMILIES[name])]
+            if not keep:
+                raise PlayworldError(f"no suite in {suites} has the tasks {list(self.tasks)}.")
+            suites = keep
+        seen_in_training = self._training_overlap(suites)  # before loading the model: a refusal costs nothing
         policy = VLAPolicy.from_pretrained(
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature,
             hold_plan=self.hold_plan, drop_unknown_words=self.drop_unknown_words,
@@ -301,13 +308,6 @@ class EvalVLA:
         trained_camera, wrist = policy.model.config.render_sizes()
         camera = self.camera_size or trained_camera
         out = Path(self.out) if self.out else Path(self.policy) / "eval"
-        suites = list(SUITES) if self.suite == "all" else [self.suite]
-        if self.tasks:
-            keep = [name for name in suites if set(self.tasks) & set(SUITE_FAMILIES[name])]
-            if not keep:
-                raise PlayworldError(f"no suite in {suites} has the tasks {list(self.tasks)}.")
-            suites = keep
-        seen_in_training = self._training_overlap(suites)
         report: dict[str, Any] = {
             "policy": str(self.policy),
             "backbone": policy.model.config.backbone,
