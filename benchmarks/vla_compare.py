@@ -7,6 +7,9 @@ markdown table: per suite successes / episodes with the 95% Wilson interval, the
 the first model with its 95% Newcombe interval. ``--by-reference`` adds a second table:
 unseen-instructions split by how the instruction names the object, by a spatial reference ("the
 leftmost block") or by colour/shape synonyms ("the crimson block"), from the per-episode results.
+``--outcomes`` adds a table of how the episodes ended (success, the gripper closed on another
+object, on no object, on the named object without lifting it, never closed), pooled over the
+shown suites: where a model fails, not only how often.
 
     python benchmarks/vla_compare.py runs/vla-pick runs/vla-pick-slots --suites seen unseen-objects unseen-instructions
 
@@ -38,9 +41,15 @@ def _folders(model: Path) -> list[Path]:
     return [Path(p) for p in str(model).split("+")]
 
 
-def label(model: Path) -> str:
-    """A row's name: the folder's name, or ``a+b`` for a pooled row."""
-    return "+".join(folder.name for folder in _folders(model))
+def label(model: Path, others: list[Path] = ()) -> str:
+    """A row's name: the folder's name, or ``a+b`` for a pooled row; with as many parent folders
+    as it takes to tell it from the ``others`` rows (``seed0/lapa`` vs ``seed1/lapa``)."""
+    for depth in range(1, max(len(Path(p).parts) for p in [model, *others]) + 1):
+        def name(m: Path, depth: int = depth) -> str:
+            return "+".join("/".join(folder.parts[-depth:]) for folder in _folders(m))
+        if all(name(o) != name(model) for o in others if o != model):
+            return name(model)
+    return str(model)
 
 
 def load(model: Path, patterns: list[str]) -> list[dict]:
@@ -79,6 +88,22 @@ def by_reference(reports: list[dict], suite: str = "unseen-instructions") -> dic
     return out
 
 
+#: How an evaluation episode ends (``outcome`` in vla_eval.json's per-episode rows), in table order.
+OUTCOMES = ("success", "closed on another object", "closed on no object", "closed on the named object",
+            "never closed the gripper")
+
+
+def outcomes(reports: list[dict], suites: list[str]) -> dict[str, int]:
+    """outcome -> episodes, summed over ``suites`` of the reports (from each suite's ``outcomes``
+    counts; reports written before those existed are skipped)."""
+    out = dict.fromkeys(OUTCOMES, 0)
+    for report in reports:
+        for suite in suites:
+            for outcome, k in report.get(suite, {}).get("outcomes", {}).items():
+                out[outcome] = out.get(outcome, 0) + int(k)
+    return out
+
+
 def cell(s: int, n: int) -> str:
     if not n:
         return "-"
@@ -95,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "N = another layout seed)")
     p.add_argument("--by-reference", action="store_true",
                    help="also split unseen-instructions by spatial references vs synonyms (per-episode results)")
+    p.add_argument("--outcomes", action="store_true",
+                   help="also count how the episodes ended (closed on another object, on no object, never closed, ...), "
+                        "pooled over the shown suites")
     args = p.parse_args(argv)
     reports = {m: load(m, args.pattern) for m in args.models}
     pooled = {m: pool(reports[m]) for m in args.models}
@@ -104,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     unseen = {m: tuple(map(sum, zip(*(r.get(s, (0, 0)) for s in UNSEEN), strict=True))) for m, r in pooled.items()}
     base = args.models[0]
     lines = [
-        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + label(base) + " |",
+        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + label(base, args.models) + " |",
         "| --- " * (len(args.suites) + 3) + "|",
     ]
     result = {}
@@ -116,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             d = s / n - unseen[base][0] / unseen[base][1]
             diff = f"{100 * d:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
         row = [cell(*pooled[m].get(suite, (0, 0))) for suite in args.suites]
-        lines.append(f"| `{label(m)}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
+        lines.append(f"| `{label(m, args.models)}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
         result[str(m)] = {"suites": pooled[m], "unseen": unseen[m]}
     print("\n".join(lines))
     if args.by_reference:
@@ -124,7 +152,19 @@ def main(argv: list[str] | None = None) -> dict:
         for m in args.models:
             split = by_reference(reports[m])
             result[str(m)]["by_reference"] = split
-            lines.append(f"| `{label(m)}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
+            lines.append(f"| `{label(m, args.models)}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
+        print("\n".join(lines))
+    if args.outcomes:
+        counts = {m: outcomes(reports[m], args.suites) for m in args.models}
+        names = [o for o in OUTCOMES if any(c.get(o) for c in counts.values())]
+        names += sorted({o for c in counts.values() for o, k in c.items() if k and o not in names})
+        lines = ["", f"How the episodes ended ({', '.join(args.suites)} pooled):", "",
+                 "| model | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+        for m in args.models:
+            n = sum(counts[m].values())
+            result[str(m)]["outcomes"] = counts[m]
+            lines.append(f"| `{label(m, args.models)}` | " + " | ".join(
+                f"{counts[m].get(o, 0)}/{n} = {100 * counts[m].get(o, 0) / n:.0f}%" if n else "-" for o in names) + " |")
         print("\n".join(lines))
     return result
 

@@ -64,3 +64,32 @@ def test_a_plus_joined_model_is_one_row_pooled_over_its_folders(tmp_path, capsys
     assert result[pooled]["suites"] == {"unseen-objects": (40, 100), "unseen-instructions": (5, 50)}
     assert result[pooled]["unseen"] == (45, 150)
     assert "`s0+s1`" in capsys.readouterr().out
+
+
+def test_outcomes_count_how_the_episodes_ended_over_the_shown_suites(tmp_path, capsys):
+    def write(folder: Path, suite: str, counts: dict) -> None:
+        folder.mkdir(parents=True)
+        m = {"successes": counts.get("success", 0), "episodes": sum(counts.values()), "outcomes": counts}
+        (folder / "vla_eval.json").write_text(json.dumps({"suites": {suite: m}}))
+
+    write(tmp_path / "a" / "eval-seen", "seen", {"success": 3, "closed on another object": 1})
+    write(tmp_path / "a" / "eval2-seen", "seen", {"success": 2, "never closed the gripper": 2})
+    write(tmp_path / "a" / "eval-unseen-objects", "unseen-objects", {"closed on no object": 5})
+    write(tmp_path / "b" / "eval-seen", "seen", {"success": 1, "closed on no object": 3})
+    result = BENCH["main"]([str(tmp_path / "a"), str(tmp_path / "b"), "--suites", "seen", "--outcomes"])
+    assert result[str(tmp_path / "a")]["outcomes"] == {
+        "success": 5, "closed on another object": 1, "closed on no object": 0,
+        "closed on the named object": 0, "never closed the gripper": 2,
+    }  # unseen-objects is not shown, so its 5 episodes are not counted
+    assert result[str(tmp_path / "b")]["outcomes"]["closed on no object"] == 3
+    out = capsys.readouterr().out
+    assert "| `a` | 5/8 = 62% | 1/8 = 12% | 0/8 = 0% | 2/8 = 25% |" in out
+    assert "closed on the named object" not in out  # a column no model has is left out
+
+
+def test_rows_with_the_same_folder_name_are_told_apart_by_their_parents(tmp_path, capsys):
+    for seed in ("seed0", "seed1"):
+        _eval(tmp_path / seed / "lapa" / "eval-seen", "seen", 1, 2)
+    BENCH["main"]([str(tmp_path / "seed0" / "lapa"), str(tmp_path / "seed1" / "lapa"), "--suites", "seen"])
+    out = capsys.readouterr().out
+    assert "| `seed0/lapa` |" in out and "| `seed1/lapa` |" in out and "vs seed0/lapa" in out
