@@ -46,7 +46,10 @@ def label(model: Path, others: list[Path] = ()) -> str:
     as it takes to tell it from the ``others`` rows (``seed0/lapa`` vs ``seed1/lapa``)."""
     for depth in range(1, max(len(Path(p).parts) for p in [model, *others]) + 1):
         def name(m: Path, depth: int = depth) -> str:
-            return "+".join("/".join(folder.parts[-depth:]) for folder in _folders(m))
+            parts = ["/".join(folder.parts[-depth:]) for folder in _folders(m)]
+            if len(parts) > 1 and len(set(parts)) == 1:  # seed0/lapa+seed1/lapa+seed2/lapa
+                return f"{parts[0]} x{len(parts)} pooled"
+            return "+".join(parts)
         if all(name(o) != name(model) for o in others if o != model):
             return name(model)
     return str(model)

@@ -93,3 +93,13 @@ def test_rows_with_the_same_folder_name_are_told_apart_by_their_parents(tmp_path
     BENCH["main"]([str(tmp_path / "seed0" / "lapa"), str(tmp_path / "seed1" / "lapa"), "--suites", "seen"])
     out = capsys.readouterr().out
     assert "| `seed0/lapa` |" in out and "| `seed1/lapa` |" in out and "vs seed0/lapa" in out
+
+
+def test_a_pooled_row_of_same_named_folders_is_named_once_with_its_count(tmp_path, capsys):
+    for seed in ("seed0", "seed1"):
+        for arm in ("lapa", "base"):
+            _eval(tmp_path / seed / arm / "eval-seen", "seen", 1, 2)
+    rows = [f"{tmp_path / 'seed0' / arm}+{tmp_path / 'seed1' / arm}" for arm in ("base", "lapa")]
+    BENCH["main"]([*rows, "--suites", "seen"])
+    out = capsys.readouterr().out
+    assert "| `base x2 pooled` |" in out and "| `lapa x2 pooled` |" in out
