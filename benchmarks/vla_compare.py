@@ -27,6 +27,7 @@ from pathlib import Path
 
 from playworld.envs.tabletop.tasks import SPATIAL_REFERENCES
 from playworld.eval.metrics import confidence_interval_95, newcombe_interval
+from playworld.eval.vla_eval import OUTCOMES
 
 UNSEEN = ("unseen-objects", "unseen-instructions")
 #: The unseen-instructions suite's spatial references ("the cube closest to you"), from its own
@@ -91,11 +92,6 @@ def by_reference(reports: list[dict], suite: str = "unseen-instructions") -> dic
     return out
 
 
-#: How an evaluation episode ends (``outcome`` in vla_eval.json's per-episode rows), in table order.
-OUTCOMES = ("success", "closed on another object", "closed on no object", "closed on the named object",
-            "never closed the gripper")
-
-
 def outcomes(reports: list[dict], suites: list[str]) -> dict[str, int]:
     """outcome -> episodes, summed over ``suites`` of the reports (from each suite's ``outcomes``
     counts; reports written before those existed are skipped)."""
@@ -134,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"no evaluation files {' '.join(args.pattern)} under {m}; run playworld eval vla --out {m}/eval-SUITE first.")
     unseen = {m: tuple(map(sum, zip(*(r.get(s, (0, 0)) for s in UNSEEN), strict=True))) for m, r in pooled.items()}
     base = args.models[0]
+    names = {m: label(m, args.models) for m in args.models}
     lines = [
-        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + label(base, args.models) + " |",
+        "| model | " + " | ".join(args.suites) + " | unseen average | vs " + names[base] + " |",
         "| --- " * (len(args.suites) + 3) + "|",
     ]
     result = {}
@@ -147,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             d = s / n - unseen[base][0] / unseen[base][1]
             diff = f"{100 * d:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
         row = [cell(*pooled[m].get(suite, (0, 0))) for suite in args.suites]
-        lines.append(f"| `{label(m, args.models)}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
+        lines.append(f"| `{names[m]}` | " + " | ".join(row) + f" | {cell(s, n)} | {diff} |")
         result[str(m)] = {"suites": pooled[m], "unseen": unseen[m]}
     print("\n".join(lines))
     if args.by_reference:
@@ -155,19 +152,19 @@ def main(argv: list[str] | None = None) -> dict:
         for m in args.models:
             split = by_reference(reports[m])
             result[str(m)]["by_reference"] = split
-            lines.append(f"| `{label(m, args.models)}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
+            lines.append(f"| `{names[m]}` | {cell(*split['spatial'])} | {cell(*split['synonyms'])} |")
         print("\n".join(lines))
     if args.outcomes:
         counts = {m: outcomes(reports[m], args.suites) for m in args.models}
-        names = [o for o in OUTCOMES if any(c.get(o) for c in counts.values())]
-        names += sorted({o for c in counts.values() for o, k in c.items() if k and o not in names})
+        columns = [o for o in OUTCOMES if any(c.get(o) for c in counts.values())]
+        columns += sorted({o for c in counts.values() for o, k in c.items() if k and o not in columns})
         lines = ["", f"How the episodes ended ({', '.join(args.suites)} pooled):", "",
-                 "| model | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+                 "| model | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
         for m in args.models:
-            n = sum(counts[m].values())
-            result[str(m)]["outcomes"] = counts[m]
-            lines.append(f"| `{label(m, args.models)}` | " + " | ".join(
-                f"{counts[m].get(o, 0)}/{n} = {100 * counts[m].get(o, 0) / n:.0f}%" if n else "-" for o in names) + " |")
+            n, c = sum(counts[m].values()), counts[m]
+            result[str(m)]["outcomes"] = c
+            lines.append(f"| `{names[m]}` | " + " | ".join(
+                f"{c.get(o, 0)}/{n} = {100 * c.get(o, 0) / n:.0f}%" if n else "-" for o in columns) + " |")
         print("\n".join(lines))
     return result
 

@@ -103,7 +103,7 @@ def problems(path: Path) -> list[str]:
                 continue
             known = benchmark_flags(script)
         else:  # "playworld train lam|tokenizer --x" documents both commands: x must suit each
-            specs, known = resolve(words[1:], where, bad), set()
+            specs = resolve(words[1:], where, bad)
             if not specs:
                 continue
             known = frozenset.intersection(*(cli_flags(s) for s in specs)) | {"--help"}

@@ -75,6 +75,10 @@ def _reach_error(env, spec) -> float:
     return float(np.linalg.norm(ee[:2] - obj[:2]))
 
 
+#: How an episode ends (``outcome`` of vla_eval.json's per-episode rows), in report order.
+OUTCOMES = ("success", "closed on another object", "closed on no object", "closed on the named object",
+            "never closed the gripper")
+
 #: A gripper closed within this horizontal distance (m) of an object's centre is "on" that object.
 GRASP_RADIUS = 0.03
 
