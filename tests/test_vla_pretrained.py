@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 Q01 = [0.0, -0.04, -0.04, -0.04, -0.2, -0.2, -0.2, 0.0]
 Q99 = [1.0, 0.04, 0.04, 0.04, 0.2, 0.2, 0.2, 1.0]
-WORDS = "q : what action should the robot take to pick up put the red blue green cube can in tray ? a colour is yes no".split()
+WORDS = "q : what action should the robot take to pick up put the red blue green cube can in tray ? a colour is yes no Plan Action at .".split()
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,57 @@ def test_latent_tokens_are_the_next_least_used_ids(hf_folder):
     assert codes.shape == (1, 2) and set(ids[0].tolist()) <= set(cfg.latent_token_ids)
     masked, _, _ = decode_latent_actions(model, *model.prefill(image, prompt), restrict_head=False)
     assert torch.equal(codes, masked)
+
+
+def test_image_cell_words_on_an_hf_backbone(hf_folder, tmp_path):
+    """plan_locate='image' on a Hugging Face backbone: EfficientNet tokens at stride 16, one
+    taken-over vocabulary id per cell word (after the action ids), read and written as whole
+    words; trained on two instructions naming two cells, greedy decoding writes each plan with
+    its own cell word through the pointer; save/load keeps the ids and the word mapping."""
+    from playworld.policy.decoding import generate_text
+
+    torch.manual_seed(0)
+    cfg = VLAConfig(
+        backbone=str(hf_folder), image_size=64, image_grid=4, vision_stride=16, lora_rank=0, max_text_len=40,
+        action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), use_state=False, plan=True, plan_locate="image",
+        cell_pointer=True,
+    )
+    model = VLA(cfg)
+    ids = cfg.cell_token_ids
+    assert model.num_image_tokens == 16 and len(ids) == 16 == len(set(ids))
+    assert not set(ids) & set(cfg.action_token_ids)  # next in line after the action tokens
+    pairs = [("pick up the red cube", "pick up the red cube at cellbc"), ("pick up the blue can", "pick up the blue can at cellda")]
+    answers = [model.action_target_ids([1, 2, 3, 4, 5, 6, 7, 8], plan=plan) for _, plan in pairs]
+    assert [i for i in answers[0] if i in ids] == [ids[1 * 4 + 2]]  # one token: row b, column c
+    assert "cube at cellbc." in model.tokenizer.decode(model.plan_ids(pairs[0][1]))
+
+    img = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    ex = [model.make_example(robot_prompt(ins), ans) for (ins, _), ans in zip(pairs, answers, strict=True)]
+    input_ids, labels = torch.stack([e[0] for e in ex]), torch.stack([e[1] for e in ex])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(90):
+        loss, logs = model.training_step(img, input_ids, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert logs["cell_word_acc"] == 1.0 and logs["answer_token_acc"] == 1.0
+    model.eval()
+    for k, (ins, plan) in enumerate(pairs):
+        prompt = torch.tensor([model.encode_text(robot_prompt(ins))])
+        with torch.no_grad():
+            out, _, _, _ = generate_text(model, *model.prefill(img[k : k + 1], prompt), len(model.plan_ids(plan)))
+        assert out == model.plan_ids(plan) and plan[-10:] in model.tokenizer.decode(out)
+
+    model.save_pretrained(tmp_path / "cells")
+    loaded = VLA.from_pretrained(tmp_path / "cells")
+    text = robot_prompt("pick up the red cube") + " at cellbc"
+    assert loaded.config.cell_token_ids == ids and loaded.encode_text(text) == model.encode_text(text)
+
+
+def test_image_cell_words_need_stride_16_tokens(hf_folder):
+    common = dict(backbone=str(hf_folder), image_size=64, plan=True, plan_locate="image", use_state=False)
+    with pytest.raises(Exception, match="needs vision_stride=16"):
+        VLAConfig(image_grid=2, **common)
+    with pytest.raises(Exception, match="image_grid image_size / 16"):
+        VLAConfig(image_grid=2, vision_stride=16, **common)

@@ -107,12 +107,50 @@ class HFTextTokenizer:
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else 0
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
         self.vocab_size = len(tok)
+        self.word_ids: dict[str, int] = {}  # whole words written as one taken-over id (set_words)
+        self.id_words: dict[int, str] = {}
+        self._word_re: re.Pattern[str] | None = None
 
-    def encode(self, text: str) -> list[int]:
+    def set_words(self, words: dict[str, int]) -> None:
+        """Make each of ``words`` one token: ``id`` stands for " word" (with its leading space),
+        as the image-cell words of ``plan_locate="image"`` ("at cellcf"). A word at the very
+        start of a text decodes with a space before it; callers strip decoded text."""
+        self.word_ids = dict(words)
+        self.id_words = {int(i): w for w, i in words.items()}
+        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        self._word_re = re.compile(rf" ?\b({alternatives})\b") if words else None
+
+    def _bpe(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=False).input_ids)
 
+    def encode(self, text: str) -> list[int]:
+        if self._word_re is None:
+            return self._bpe(text)
+        out: list[int] = []
+        pos = 0
+        for m in self._word_re.finditer(text):
+            if m.start() > pos:
+                out += self._bpe(text[pos : m.start()])
+            out.append(self.word_ids[m.group(1)])
+            pos = m.end()
+        return out + (self._bpe(text[pos:]) if pos < len(text) else [])
+
     def decode(self, ids: Iterable[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True)
+        ids = [int(i) for i in ids]
+        if not self.id_words:
+            return self.tok.decode(ids, skip_special_tokens=True)
+        parts: list[str] = []
+        run: list[int] = []
+        for i in ids + [-1]:  # -1: flush the last run
+            if i in self.id_words or i == -1:
+                if run:
+                    parts.append(self.tok.decode(run, skip_special_tokens=True))
+                    run = []
+                if i != -1:
+                    parts.append(" " + self.id_words[i])
+            else:
+                run.append(i)
+        return "".join(parts)
 
 
 def least_used_token_ids(
@@ -650,7 +688,7 @@ def build_backbone(config) -> Backbone:
         return Backbone(vision, lm, tok, "tiny")
     model, tok = load_hf_causal_lm(config.backbone, pretrained_weights=config.pretrained_weights)
     lm = HFLanguageModel(model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
-    vision = EfficientNetEncoder(config.image_grid)
+    vision = EfficientNetEncoder(config.image_grid, stride=config.vision_stride)
     if not config.pretrained_weights:  # from scratch: the vision encoder learns too
         for m in vision.net.modules():
             if hasattr(m, "reset_parameters"):

@@ -430,7 +430,7 @@ class TrainVLA:
     plan: bool = False
     """Train to write "Plan: <words>. Action: <tokens>" (RT-2's chain of thought)."""
     plan_locate: Literal["", "table", "image"] = ""
-    """The plan also says where each thing it names is (a grounded chain of thought, ECoT-style); implies --plan. table: its 2 cm cell in the robot's frame ("at x 7 y 12"); image (tiny): the fixed camera's image token showing it ("at cellcf"), a word tied to that token's position; empty: no."""
+    """The plan also says where each thing it names is (a grounded chain of thought, ECoT-style); implies --plan. table: its 2 cm cell in the robot's frame ("at x 7 y 12"); image: the fixed camera's image token showing it ("at cellcf"), a word tied to that token's position (Hugging Face backbones: EfficientNet features at stride 16, one taken-over token per cell word); empty: no."""
     cell_pointer: bool = False
     """With --plan-locate image: the cell words' logits point at the image tokens (a pointer over the fixed camera's tokens) instead of coming from fixed output embeddings."""
     vqa_lexicon: bool = False
@@ -568,6 +568,8 @@ class TrainVLA:
         if self.prefix_lm or self.init is None:
             overrides["prefix_lm"] = self.prefix_lm
         overrides["plan_locate"] = self.plan_locate
+        if self.plan_locate == "image" and self.backbone != "tiny" and self.init is None:
+            overrides.update(vision_stride=16, image_grid=size // 16)  # one token (and cell word) per 16 px
         overrides["point_loss"] = self.point_loss
         overrides["cell_pointer"] = self.cell_pointer
         if self.vqa_lexicon or self.init is None:

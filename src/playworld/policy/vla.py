@@ -81,7 +81,14 @@ class VLAConfig(ModelConfig):
     """Images are resized to ``image_size`` x ``image_size`` before the vision encoder."""
     image_grid: int = 4
     """HF backbones: EfficientNet features are pooled to ``image_grid`` x ``image_grid`` tokens
-    (tiny: (image_size / tiny_patch)^2 tokens)."""
+    (tiny: (image_size / tiny_patch)^2 tokens); with ``vision_stride=16`` it must be
+    ``image_size / 16``."""
+    vision_stride: int = 32
+    """HF backbones: the stride of the EfficientNet-lite0 features. 32: the 1280-channel map after
+    the head, average-pooled to ``image_grid`` x ``image_grid`` tokens (4 x 4 at 128 px). 16: the
+    112-channel map after block 11, one token per 16 px (8 x 8 at 128 px, as the tiny backbone's
+    ``tiny_vision="efficientnet"``): fine enough to name where an object is
+    (``plan_locate="image"`` needs it)."""
     tiny_patch: int = 8
     """tiny: pixels per image token side, 8 (three stride-2 convolutions) or 16 (four). At
     64 px the tabletop's objects are ~3 px blobs whose shape is barely visible; 128 px with
@@ -134,14 +141,23 @@ class VLAConfig(ModelConfig):
     """With ``plan``: the plan also says where each thing it names is, so the action follows a
     written grounding step (ECoT-style embodied chain of thought; docs/vla.md). ``""``: no;
     ``"table"``: a "where is ...?" answer, the 2 cm cell in the robot's frame ("pick up the red
-    cube at x 7 y 12"); ``"image"`` (tiny): the fixed camera's image token that shows it, one
+    cube at x 7 y 12"); ``"image"``: the fixed camera's image token that shows it, one
     word per token ("at cellcf": row c, column f), whose embedding is added to that image
-    token's position embedding, so that saying where is copying a position, not decoding it."""
+    token's position embedding, so that saying where is copying a position, not decoding it.
+    HF backbones need ``vision_stride=16`` for it; their cell words take over vocabulary ids
+    (``cell_token_ids``), one token each, as the action bins do."""
+    cell_token_ids: tuple[int, ...] = ()
+    """HF backbones with ``plan_locate="image"``: the vocabulary ids taken over for the cell words
+    (row-major, one per image token): the least-used tokens after the action (and latent) ones.
+    Set when the model is first built."""
     cell_pointer: bool = False
     """With ``plan_locate="image"``: the logit of each cell word is the dot product of the hidden
     state with that image token's last hidden state (scaled by 1/sqrt(D)), a pointer over the
     image tokens, instead of the word's tied output embedding: writing where the object is
-    becomes choosing the image token that shows it (pointer networks, Vinyals et al. 2015)."""
+    becomes choosing the image token that shows it (pointer networks, Vinyals et al. 2015).
+    Hugging Face backbones use the cosine of the two states times a learned scale (initially
+    10) instead: their hidden states have norms of ~50, and a raw dot product gave the cell words
+    logits far above every other word's at initialisation (a first loss of ~70 instead of ~7)."""
     point_loss: float = 0.0
     """With ``plan_locate="image"``: weight of an auxiliary pointing loss in training. The hidden
     state that writes a cell word must point at that image token: a softmax over the fixed
@@ -248,9 +264,26 @@ class VLAConfig(ModelConfig):
             raise PlayworldError("cell_pointer points at image tokens to write cell words; it needs plan_locate='image'.")
         if self.point_loss < 0 or (self.point_loss and self.plan_locate != "image"):
             raise PlayworldError(f"point_loss must be >= 0 and needs plan_locate='image', got {self.point_loss}.")
-        if self.plan_locate == "image" and self.backbone != "tiny":
-            raise PlayworldError("plan_locate='image' ties words to the tiny backbone's image tokens; use 'table' with "
-                                 f"--backbone {self.backbone}.")
+        if self.vision_stride not in (16, 32):
+            raise PlayworldError(f"vision_stride must be 16 or 32 (EfficientNet-lite0's feature maps), got {self.vision_stride}.")
+        if self.backbone != "tiny" and self.vision_stride == 16:
+            if self.image_size % 16 or self.image_grid != self.image_size // 16:
+                raise PlayworldError(
+                    f"vision_stride=16 gives one token per 16 px: image_size must be a multiple of 16 and image_grid "
+                    f"image_size / 16, got image_size {self.image_size} and image_grid {self.image_grid}."
+                )
+            if self.wrist_size % 16:
+                raise PlayworldError(f"vision_stride=16: wrist_size must be a multiple of 16 (or 0), got {self.wrist_size}.")
+        if self.plan_locate == "image" and self.backbone != "tiny" and self.vision_stride != 16:
+            raise PlayworldError(
+                "plan_locate='image' names the image token that shows each object; a Hugging Face backbone needs "
+                f"vision_stride=16 for tokens that fine (image_grid image_size / 16), got vision_stride {self.vision_stride}."
+            )
+        if self.cell_token_ids and (self.backbone == "tiny" or len(self.cell_token_ids) != self.image_grid**2):
+            raise PlayworldError(
+                f"cell_token_ids are one vocabulary id per image token of a Hugging Face backbone "
+                f"({self.image_grid}^2 = {self.image_grid**2}), got {len(self.cell_token_ids)} with backbone {self.backbone!r}."
+            )
         if self.prefix_lm and self.backbone != "tiny":
             raise PlayworldError("prefix_lm is for the tiny backbone; the Hugging Face LMs keep their causal attention.")
         if self.backbone != "tiny" and self.image_size < 32:
@@ -358,22 +391,12 @@ class VLA(PretrainedModel):
         self.num_image_tokens = self.vision.num_tokens
         self.projector = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))
         self.image_pos = nn.Parameter(torch.zeros(self.num_image_tokens, d))  # (N, D)
-        if config.plan_locate == "image":  # the word of each image token ("cellcf"), row-major like the tokens
-            words = [image_cell_word(r, c) for r in range(self.image_grid) for c in range(self.image_grid)]
-            missing = [w for w in words if w not in self.tokenizer.index]
-            if missing:
-                raise PlayworldError(
-                    f"plan_locate='image' needs a word per image token, but the vocabulary lacks {len(missing)} "
-                    f"({', '.join(missing[:4])}, ...); build it with train_vla.training_texts(..., plan_locate='image')."
-                )
-            ids = torch.tensor([self.tokenizer.index[w] for w in words])
-            self.register_buffer("cell_word_ids", ids, persistent=False)  # (N,) image token -> its word
-            cell_of = torch.full((len(self.tokenizer.vocab),), -1, dtype=torch.long)
-            cell_of[ids] = torch.arange(len(ids))
-            self.register_buffer("cell_of", cell_of, persistent=False)  # (V_words,) word -> image token, -1 otherwise
         self.num_prefix_tokens = self.num_image_tokens
         if config.wrist_size:
-            n_wrist = (config.wrist_size // config.tiny_patch) ** 2 if self.kind == "tiny" else self.num_image_tokens
+            if self.kind == "tiny":
+                n_wrist = (config.wrist_size // config.tiny_patch) ** 2
+            else:  # stride 16: one token per 16 px of the wrist image; 32: pooled to the same grid
+                n_wrist = (config.wrist_size // 16) ** 2 if config.vision_stride == 16 else self.num_image_tokens
             self.wrist_pos = nn.Parameter(torch.zeros(n_wrist, d))  # (Nw, D)
             self.num_prefix_tokens += n_wrist
         if config.use_state:
@@ -388,7 +411,8 @@ class VLA(PretrainedModel):
         # latent-action tokens (LAPA): code j <-> token id latent_token_ids[j], after the action tokens
         word_vocab = self.lm.output_weight.shape[0]
         k = config.num_latent_actions
-        if not config.action_token_ids or (k and not config.latent_token_ids):
+        cells_missing = config.plan_locate == "image" and self.kind != "tiny" and not config.cell_token_ids
+        if not config.action_token_ids or (k and not config.latent_token_ids) or cells_missing:
             self._assign_token_ids(word_vocab)
         ids = torch.tensor(config.action_token_ids, dtype=torch.long)
         self.vocab_size = word_vocab + (config.num_bins + k if self.kind == "tiny" else 0)
@@ -404,6 +428,25 @@ class VLA(PretrainedModel):
         self.register_buffer("bin_of", bin_of, persistent=False)  # (V,) token id -> bin, -1 for words
         self.register_buffer("latent_ids", latent_ids, persistent=False)  # (K,) code -> token id
         self.register_buffer("latent_of", latent_of, persistent=False)  # (V,) token id -> code, -1 otherwise
+        if config.plan_locate == "image":  # the word of each image token ("cellcf"), row-major like the tokens
+            words = [image_cell_word(r, c) for r in range(self.image_grid) for c in range(self.image_grid)]
+            if self.kind == "tiny":
+                missing = [w for w in words if w not in self.tokenizer.index]
+                if missing:
+                    raise PlayworldError(
+                        f"plan_locate='image' needs a word per image token, but the vocabulary lacks {len(missing)} "
+                        f"({', '.join(missing[:4])}, ...); build it with train_vla.training_texts(..., plan_locate='image')."
+                    )
+                cell_ids = torch.tensor([self.tokenizer.index[w] for w in words])
+            else:  # taken-over ids, one token per cell word, written and read as whole words
+                cell_ids = torch.tensor(config.cell_token_ids, dtype=torch.long)
+                self.tokenizer.set_words(dict(zip(words, config.cell_token_ids, strict=True)))
+            self.register_buffer("cell_word_ids", cell_ids, persistent=False)  # (N,) image token -> its word
+            cell_of = torch.full((word_vocab,), -1, dtype=torch.long)
+            cell_of[cell_ids] = torch.arange(len(cell_ids))
+            self.register_buffer("cell_of", cell_of, persistent=False)  # (V_words,) word -> image token, -1 otherwise
+            if config.cell_pointer and self.kind != "tiny":  # the pointer's logits: cosine x this (learned)
+                self.pointer_scale = nn.Parameter(torch.tensor(10.0))
         # The action tokens' own embeddings, trained even when the LM is frozen under LoRA, and
         # tied between input and output (the LM's rows for these ids are never used). Latent
         # tokens get the same treatment.
@@ -424,7 +467,8 @@ class VLA(PretrainedModel):
 
     def _assign_token_ids(self, word_vocab: int) -> None:
         """First build: the action tokens' ids, then the latent tokens' (tiny: appended; HF: the
-        least-used tokens of the vocabulary, the latent ones next in line after the actions)."""
+        least-used tokens of the vocabulary, the latent ones next in line after the actions, then
+        the image-cell words' with ``plan_locate="image"``)."""
         config, k = self.config, self.config.num_latent_actions
         if self.kind == "tiny":
             if not config.action_token_ids:
@@ -436,10 +480,13 @@ class VLA(PretrainedModel):
         corpus = reference_corpus() + tabletop_corpus()
         if not config.action_token_ids:
             config.action_token_ids = tuple(least_used_token_ids(self.tokenizer, corpus, config.num_bins))
-        if k:
+        if k and not config.latent_token_ids:
             config.latent_token_ids = tuple(
                 least_used_token_ids(self.tokenizer, corpus, k, exclude=config.action_token_ids)
             )
+        if config.plan_locate == "image" and not config.cell_token_ids:  # the cell words, next in line
+            taken = (*config.action_token_ids, *config.latent_token_ids)
+            config.cell_token_ids = tuple(least_used_token_ids(self.tokenizer, corpus, self.image_grid**2, exclude=taken))
 
     def _special_init(self, ids: Tensor, d: int) -> Tensor:
         """Initial embeddings of action/latent tokens: small random (tiny), the LM's rows (HF)."""
@@ -521,7 +568,11 @@ class VLA(PretrainedModel):
         if self.config.cell_pointer:
             if image_hidden is None:
                 raise PlayworldError("a cell_pointer VLA needs the image tokens' hidden states for its logits (cache.image_hidden).")
-            point = torch.einsum("...d,...nd->...n", hidden, image_hidden.to(hidden.dtype)) / hidden.shape[-1] ** 0.5
+            if self.kind == "tiny":
+                point = torch.einsum("...d,...nd->...n", hidden, image_hidden.to(hidden.dtype)) / hidden.shape[-1] ** 0.5
+            else:  # cosine x a learned scale: the pretrained LM's hidden states have norms ~50
+                q, k = F.normalize(hidden, dim=-1), F.normalize(image_hidden.to(hidden.dtype), dim=-1)
+                point = torch.einsum("...d,...nd->...n", q, k) * self.pointer_scale.to(hidden.dtype)  # (..., N)
             words = words.index_copy(-1, self.cell_word_ids, point.to(words.dtype))  # (..., V_words)
         actions = self.action_logits(hidden).to(words.dtype)  # (..., 256)
         latents = self.latent_logits(hidden).to(words.dtype) if self.config.num_latent_actions else None  # (..., K)
