@@ -6,7 +6,9 @@
     python benchmarks/vla_control_rate.py --paths fast reference --dtypes bfloat16 --threads 1
 
 Times ``VLAPolicy.select_action`` (image encoder + image/prompt prefix + 8 constrained action
-tokens on the KV cache) on real tabletop frames, after a warm-up, for each dtype and thread
+tokens on the KV cache; plan models also write their plan first, every step or with
+``--hold-plan`` at the first step only) on real tabletop frames rendered at the model's camera
+sizes (and its wrist camera's, if it reads one), after a warm-up, for each dtype and thread
 count. Without ``--policy`` the model is freshly built: its weights are untrained but the
 computation per step is exactly a trained model's (LoRA adds its matrices either way). RT-2:
 about 5 Hz for the 5B model, 1-3 Hz for 55B, both served from a cloud TPU.
@@ -38,6 +40,9 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--hold-plan", action="store_true",
+                    help="plan models: write the plan at the first step only, as `playworld eval vla --hold-plan` "
+                         "(default: a new plan before every action, RT-2)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -54,14 +59,6 @@ def main() -> None:
     from playworld.policy.vqa import tabletop_corpus
     from playworld.utils import machine_info
 
-    env = Tabletop()
-    obs, info = env.reset(seed=0)
-    frames = [obs]
-    for _ in range(args.steps + args.warmup - 1):
-        obs, *_ = env.step(env.action_space.sample() * np.array([0, 1, 1, 1, 0, 0, 0, 1], np.float32))
-        frames.append(obs)
-    env.close()
-
     def build() -> VLA:
         if args.policy:
             return VLA.from_pretrained(args.policy)
@@ -75,12 +72,22 @@ def main() -> None:
         cfg.state_q01, cfg.state_q99 = tuple(STATE_LOW.tolist()), tuple(STATE_HIGH.tolist())
         return VLA(cfg)
 
-    results = {"machine": machine_info(), "runs": []}
+    results = {"machine": machine_info(), "hold_plan": args.hold_plan, "runs": []}
     model = build()
+    # frames as the model was trained on them: its camera size, and the wrist camera if it reads one
+    cfg = model.config
+    wrist = (cfg.wrist_camera_size or cfg.wrist_size) if cfg.wrist_size else 0
+    env = Tabletop(image_size=cfg.camera_size or 128, wrist_size=wrist)
+    obs, info = env.reset(seed=0)
+    frames = [obs]
+    for _ in range(args.steps + args.warmup - 1):
+        obs, *_ = env.step(env.action_space.sample() * np.array([0, 1, 1, 1, 0, 0, 0, 1], np.float32))
+        frames.append(obs)
+    env.close()
     for dtype in args.dtypes:
         first_actions = {}
         for path in args.paths:
-            policy = VLAPolicy(copy.deepcopy(model), dtype=dtype, fast=path == "fast")
+            policy = VLAPolicy(copy.deepcopy(model), dtype=dtype, fast=path == "fast", hold_plan=args.hold_plan)
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 policy.reset(seed=0)
