@@ -302,3 +302,37 @@ def test_gif_frames_keep_one_size_and_show_a_long_plan():
     band = 14  # scale 3: one text line per band
     # a long plan spills onto the second bottom line; a short one leaves it empty
     assert long[-band:].max() > 100 and short[-band:].max() < 30
+
+
+def test_vqa_scenes_file_renders_once_then_reads_and_checks(tmp_path):
+    """--vqa-scenes-file: the first run renders and writes the scenes, the next reads the same
+    arrays without the simulator; other specs or sizes, or a corrupt file, are refused."""
+    import numpy as np
+
+    from playworld.envs.tabletop.tasks import web_scene_specs
+    from playworld.errors import PlayworldError
+    from playworld.policy import train_vla
+
+    specs = web_scene_specs(3, 0)
+    path = tmp_path / "scenes.npz"
+    rendered = train_vla.scenes_from_file_or_render(specs, 64, 64, 0, 0, path, progress=False)
+    assert path.exists() and len(rendered) == 3
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered again")
+
+    orig, train_vla.render_scenes = train_vla.render_scenes, no_render
+    try:
+        read = train_vla.scenes_from_file_or_render(specs, 64, 64, 0, 0, path, progress=False)
+        for a, b in zip(rendered, read, strict=True):
+            assert np.array_equal(a.frames, b.frames) and np.array_equal(a.states, b.states)
+            assert a.spec == b.spec and a.instruction == b.instruction
+        with pytest.raises(PlayworldError, match="other scenes"):
+            train_vla.scenes_from_file_or_render(web_scene_specs(3, 1), 64, 64, 0, 0, path, progress=False)
+        with pytest.raises(PlayworldError, match="other image sizes"):
+            train_vla.scenes_from_file_or_render(specs, 64, 32, 0, 0, path, progress=False)
+        path.write_bytes(b"not an npz")
+        with pytest.raises(PlayworldError, match="not a VQA scenes file"):
+            train_vla.scenes_from_file_or_render(specs, 64, 64, 0, 0, path, progress=False)
+    finally:
+        train_vla.render_scenes = orig

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ from playworld.policy.vqa import (
     scene_questions,
 )
 from playworld.train.loop import TrainConfig, Trainer
-from playworld.utils import atomic_write_json, get_logger, seed_everything
+from playworld.utils import atomic_write_bytes, atomic_write_json, get_logger, seed_everything
 
 log = get_logger("train.vla")
 
@@ -352,6 +353,45 @@ def render_scenes(specs: list[EpisodeSpec], camera_size: int, image_size: int, w
     return out
 
 
+def scenes_from_file_or_render(specs: list[EpisodeSpec], camera_size: int, image_size: int, wrist_camera_size: int,
+                               wrist_size: int, path: Path | None, progress: bool = True) -> list[Episode]:
+    """:func:`render_scenes`, or the same scenes read from ``path`` (an .npz this function wrote):
+    read when it exists and holds these ``specs`` at these sizes (else a clear error), otherwise
+    rendered and written there atomically. ``path`` None: always rendered."""
+    sizes = {"camera_size": camera_size, "image_size": image_size, "wrist_camera_size": wrist_camera_size,
+             "wrist_size": wrist_size}
+    want_specs = json.loads(json.dumps([s.to_dict() for s in specs]))
+    if path is not None and Path(path).exists():
+        try:
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                images, states = z["image"], z["state"]
+                wrists = z["wrist"] if wrist_size else None
+        except (OSError, ValueError, KeyError) as e:
+            raise PlayworldError(f"{path} is not a VQA scenes file written by `playworld train vla --vqa-scenes-file` ({e}); "
+                                 "delete it to render the scenes again.") from None
+        if meta.get("sizes") != sizes or meta.get("specs") != want_specs:
+            got = "other image sizes" if meta.get("sizes") != sizes else f"other scenes ({len(meta.get('specs', []))} specs)"
+            raise PlayworldError(
+                f"{path} holds {got} than this run asks for ({len(specs)} scenes, seed from --seed, sizes {sizes}); "
+                "point --vqa-scenes-file at a new file or delete this one to render them again."
+            )
+        log.info("read %d VQA scenes from %s", len(specs), path)
+        return [Episode(images[i : i + 1], None, states[i : i + 1], s.instruction, s.to_dict(),
+                        wrist=wrists[i : i + 1] if wrists is not None else None) for i, s in enumerate(specs)]
+    scenes = render_scenes(specs, camera_size, image_size, wrist_camera_size, wrist_size, progress=progress)
+    if path is not None:
+        arrays = {"image": np.concatenate([e.frames for e in scenes]), "state": np.concatenate([e.states for e in scenes]),
+                  "meta": np.array(json.dumps({"sizes": sizes, "specs": want_specs}))}
+        if wrist_size:
+            arrays["wrist"] = np.concatenate([e.wrist for e in scenes])
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        log.info("wrote %d rendered VQA scenes to %s", len(scenes), path)
+    return scenes
+
+
 def training_texts(episodes: list[Episode], plan_locate: str = "", grid: int = 8,
                    vqa: dict[str, Any] | None = None) -> list[str]:
     """Every prompt and answer a dataset of these episodes can produce (vocabulary, lengths);
@@ -439,6 +479,8 @@ class TrainVLA:
     """Co-fine-tuning's VQA also asks about referring expressions: which object a spatial reference means ("which object is the leftmost block?" -> red cube; "which image cell shows ...?" too with --vqa-scenes and --plan-locate image) and plans for the robot data's own phrasings with the object named by a spatial reference or synonyms ("what is the plan to pick up the crimson block?" -> "pick up the red cube"); never in robot demos; needs --robot-fraction < 1."""
     vqa_scenes: int = 0
     """Also co-fine-tune on N generated VQA-only scenes showing every colour and shape the simulator has (held-out objects too: the stand-in for web images, which show far more than the robot data); rendered at start, about 20 ms each; with --plan-locate image their VQA also asks "which image cell shows the ...?". Needs --robot-fraction < 1; 0 = none."""
+    vqa_scenes_file: Path | None = None
+    """With --vqa-scenes: an .npz of the rendered scenes. Read if it exists (it must hold the same scene specs and image sizes), else rendered and written there: render once, then train where PyBullet is not installed (e.g. a GPU machine on a Python without its wheel)."""
     point_loss: float = 0.0
     """With --plan-locate image: weight of an auxiliary pointing loss (the hidden state writing a cell word must point at that image token); 0 = off."""
     episodes: int = 0
@@ -522,6 +564,8 @@ class TrainVLA:
         if self.vqa_scenes < 0:
             raise PlayworldError(f"--vqa-scenes must be >= 0, got {self.vqa_scenes}.")
         check_instruction_noise(self.instruction_noise, self.backbone == "tiny")
+        if self.vqa_scenes_file is not None and not self.vqa_scenes:
+            raise PlayworldError("--vqa-scenes-file stores the --vqa-scenes scenes; give --vqa-scenes N too.")
         if self.vqa_scenes and self.robot_fraction == 1:
             raise PlayworldError("--vqa-scenes adds VQA examples, but --robot-fraction 1 trains on no VQA; use e.g. --robot-fraction 0.7.")
         for flag, on in (("--vqa-lexicon", self.vqa_lexicon), ("--vqa-refer", self.vqa_refer)):
@@ -584,8 +628,10 @@ class TrainVLA:
             from playworld.envs.tabletop.tasks import web_scene_specs
 
             wrist_camera = overrides.get("wrist_camera_size", 0)
-            scenes = render_scenes(web_scene_specs(self.vqa_scenes, self.train.seed), int(ds.frame_size[0]), size,
-                                   wrist_camera, wrist, progress=self.train.progress)
+            scenes = scenes_from_file_or_render(
+                web_scene_specs(self.vqa_scenes, self.train.seed), int(ds.frame_size[0]), size, wrist_camera, wrist,
+                self.vqa_scenes_file, progress=self.train.progress,
+            )
         if self.backbone == "tiny" and (self.tiny_vision or self.init is None):
             overrides["tiny_vision"] = self.tiny_vision or "conv"
         if self.backbone == "tiny" and (self.tiny_patch or self.init is None):
