@@ -292,3 +292,32 @@ def test_image_cell_words_need_stride_16_tokens(hf_folder):
         VLAConfig(image_grid=2, **common)
     with pytest.raises(Exception, match="image_grid image_size / 16"):
         VLAConfig(image_grid=2, vision_stride=16, **common)
+
+
+def test_train_vla_cli_image_cells_on_an_hf_folder(hf_folder, tmp_path):
+    """`playworld train vla --backbone FOLDER --plan-locate image --cell-pointer` builds the
+    stride-16 vision and the cell-word ids, trains, saves, and `playworld eval vla` runs it."""
+    import json
+
+    from playworld.cli import main
+    from playworld.data.tabletop import record_tabletop
+
+    demos = tmp_path / "demos"
+    record_tabletop(demos, episodes=2, tasks=("pick",), workers=1, size=64, progress=False)
+    out = tmp_path / "vla"
+    threads = torch.get_num_threads()
+    try:
+        rc = main([
+            "train", "vla", "--data", str(demos), "--out", str(out), "--backbone", str(hf_folder), "--image-size", "64",
+            "--plan-locate", "image", "--cell-pointer", "--robot-fraction", "0.5", "--vqa-scenes", "4", "--lora-rank", "4",
+            "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "0", "--no-progress", "--threads", "1",
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["vision_stride"] == 16 and config["image_grid"] == 4 and config["plan_locate"] == "image"
+    assert len(config["cell_token_ids"]) == 16 and not set(config["cell_token_ids"]) & set(config["action_token_ids"])
+    rc = main(["eval", "vla", "--policy", str(out), "--episodes", "1", "--max-steps", "2", "--vqa-per-episode", "0",
+               "--gif-episodes", "0", "--out", str(tmp_path / "eval")])
+    assert rc == 0 and (tmp_path / "eval" / "vla_eval.json").exists()
