@@ -75,9 +75,8 @@ def main() -> None:
     results = {"machine": machine_info(), "hold_plan": args.hold_plan, "runs": []}
     model = build()
     # frames as the model was trained on them: its camera size, and the wrist camera if it reads one
-    cfg = model.config
-    wrist = (cfg.wrist_camera_size or cfg.wrist_size) if cfg.wrist_size else 0
-    env = Tabletop(image_size=cfg.camera_size or 128, wrist_size=wrist)
+    camera, wrist = model.config.render_sizes()
+    env = Tabletop(image_size=camera, wrist_size=wrist)
     obs, info = env.reset(seed=0)
     frames = [obs]
     for _ in range(args.steps + args.warmup - 1):

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 import re
 from collections import Counter
@@ -137,19 +138,10 @@ class HFTextTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]
-        if not self.id_words:
-            return self.tok.decode(ids, skip_special_tokens=True)
         parts: list[str] = []
-        run: list[int] = []
-        for i in ids + [-1]:  # -1: flush the last run
-            if i in self.id_words or i == -1:
-                if run:
-                    parts.append(self.tok.decode(run, skip_special_tokens=True))
-                    run = []
-                if i != -1:
-                    parts.append(" " + self.id_words[i])
-            else:
-                run.append(i)
+        for is_word, run in itertools.groupby(ids, key=self.id_words.__contains__):  # BPE runs between whole words
+            run = list(run)
+            parts += [" " + self.id_words[i] for i in run] if is_word else [self.tok.decode(run, skip_special_tokens=True)]
         return "".join(parts)
 
 
