@@ -14,10 +14,12 @@ computation per step is exactly a trained model's (LoRA adds its matrices either
 about 5 Hz for the 5B model, 1-3 Hz for 55B, both served from a cloud TPU.
 
 ``--paths``: ``fast`` is ``VLAPolicy``'s default (LoRA merged into the base weights, fused
-projections, lean one-token decode step on ATen's matrix-vector kernel); ``reference`` is
-``VLAPolicy(..., fast=False)`` (LoRA adapters applied on every call, every step through the
-Hugging Face forward). Both run on copies of the same model, and the benchmark checks that
-they choose the same actions on the first frames.
+projections, lean one-token decode step on ATen's matrix-vector kernel); ``int8`` is ``fast``
+with ``int8_decode=True`` (the decode steps read int8 copies of the decoder's weights; SmolLM2,
+bf16 only); ``reference`` is ``VLAPolicy(..., fast=False)`` (LoRA adapters applied on every call,
+every step through the Hugging Face forward). All run on copies of the same model on the same
+frames; the benchmark checks that ``fast`` and ``reference`` choose the same actions on the
+first frames, and prints how many of ``int8``'s action tokens equal ``fast``'s.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def main() -> None:
     ap.add_argument("--policy", type=Path, default=None, help="a trained VLA folder (default: build one)")
     ap.add_argument("--backbone", default="pretrained", help="when building: tiny | pretrained | HF folder")
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
-    ap.add_argument("--paths", nargs="+", default=["fast"], choices=["fast", "reference"])
+    ap.add_argument("--paths", nargs="+", default=["fast"], choices=["fast", "int8", "reference"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -84,9 +86,10 @@ def main() -> None:
         frames.append(obs)
     env.close()
     for dtype in args.dtypes:
-        first_actions = {}
+        first_actions, timed_actions = {}, {}
         for path in args.paths:
-            policy = VLAPolicy(copy.deepcopy(model), dtype=dtype, fast=path == "fast", hold_plan=args.hold_plan)
+            policy = VLAPolicy(copy.deepcopy(model), dtype=dtype, fast=path != "reference", hold_plan=args.hold_plan,
+                               int8_decode=path == "int8")
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 policy.reset(seed=0)
@@ -96,10 +99,13 @@ def main() -> None:
                 policy.step_seconds.clear()
                 cpu = []
                 t0 = time.perf_counter()
+                texts = []
                 for f in frames[args.warmup :]:
                     c0 = time.process_time()
                     policy.select_action(f, info["instruction"])
                     cpu.append(time.process_time() - c0)
+                    texts.append(policy.last_action_text)
+                timed_actions[(path, threads)] = texts
                 wall = (time.perf_counter() - t0) / args.steps
                 ms = 1000 * np.array(policy.step_seconds)
                 run = {
@@ -125,8 +131,22 @@ def main() -> None:
                       f"(wall mean {run['ms_mean']:.0f} ms, median {run['ms_median']:.0f}, p90 {run['ms_p90']:.0f}; "
                       f"CPU time median {run['cpu_ms_median']:.0f}, mean {run['cpu_ms_per_action']:.0f} ms/action; "
                       f"load average {run['load_average_1min']:.1f})", flush=True)
-        if len({tuple(v) for v in first_actions.values()}) > 1:
-            print(f"  {dtype}: the paths chose different first actions (within {dtype} rounding): {first_actions}")
+        exact = {k: v for k, v in first_actions.items() if k[0] != "int8"}
+        if len({tuple(v) for v in exact.values()}) > 1:
+            print(f"  {dtype}: the paths chose different first actions (within {dtype} rounding): {exact}")
+        for (path, threads), texts in timed_actions.items():
+            ref = timed_actions.get(("fast", threads))
+            if path == "int8" and ref is not None:  # the same frames: how often int8 writes fast's tokens
+                pairs = [  # a "no-op" text (no action decoded) counts as differing tokens
+                    (a, b) for x, y in zip(texts, ref, strict=True) for a, b in zip(x.split(), y.split(), strict=False)
+                ]
+                same = sum(a == b for a, b in pairs)
+                off = [abs(int(a) - int(b)) for a, b in pairs if a != b and a.isdigit() and b.isdigit()]
+                results.setdefault("int8_agreement", []).append(
+                    {"threads": threads, "tokens": len(pairs), "same": same, "max_bin_offset": max(off, default=0)}
+                )
+                print(f"  int8 vs fast, threads {threads}: {same}/{len(pairs)} action tokens the same "
+                      f"({100 * same / max(len(pairs), 1):.1f}%; differing tokens off by up to {max(off, default=0)} bins)")
     print(f"machine: {results['machine']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -663,6 +663,28 @@ def test_a_plan_that_runs_out_of_tokens_is_cut_and_the_action_still_follows(monk
     assert pol.num_cut_plans == 1 and pol.num_fallbacks == 0 and pol.last_action_text != "no-op"
 
 
+@pytest.mark.parametrize("overrides", [{}, {"prefix_lm": True}, {"action_slots": True}])
+def test_prefill_with_known_answer_tokens_equals_prefill_then_extend(overrides):
+    """prefill(..., then_ids) reads a held plan in the prefix pass: the same last hidden state and
+    the same cache as prefill + extend (a prefix-LM model keeps the plan causal, as in training)."""
+    from playworld.policy.decoding import decode_actions
+
+    m = _model(plan=True, **overrides).float()
+    image, prompt, state = _image(), _prompt(m), _state(1)
+    plan = torch.tensor([m.plan_ids("pick up the red cube")])
+    with torch.no_grad():
+        h1, c1 = m.extend(plan, m.prefill(image, prompt, state)[1])
+        h2, c2 = m.prefill(image, prompt, state, then_ids=plan)
+        torch.testing.assert_close(h2, h1, atol=1e-5, rtol=1e-5)
+        b1, _, _ = decode_actions(m, h1, c1)
+        b2, _, _ = decode_actions(m, h2, c2)
+        # reading the plan as prompt (both ways, for a prefix LM) would be another function
+        h3, _ = m.prefill(image, torch.cat([prompt, plan], 1), state)
+    assert torch.equal(b1, b2)
+    if overrides.get("prefix_lm"):
+        assert not torch.allclose(h3, h1, atol=1e-3)
+
+
 def test_a_held_plan_is_read_in_and_gives_the_actions_of_writing_it(monkeypatch):
     """hold_plan: the first step writes the plan; later steps read the same words in (training's
     form) instead of writing a new one, and reading it in gives the actions writing it gave."""

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionTokenizer
-from playworld.policy.backbones import HFTextTokenizer, least_used_token_ids
+from playworld.policy.backbones import HFTextTokenizer, WordTokenizer, least_used_token_ids
 from playworld.policy.decoding import decode_actions
 from playworld.policy.vla import IGNORE, VLA, VLAConfig, robot_prompt, vqa_prompt
 
@@ -321,3 +322,54 @@ def test_train_vla_cli_image_cells_on_an_hf_folder(hf_folder, tmp_path):
     rc = main(["eval", "vla", "--policy", str(out), "--episodes", "1", "--max-steps", "2", "--vqa-per-episode", "0",
                "--gif-episodes", "0", "--out", str(tmp_path / "eval")])
     assert rc == 0 and (tmp_path / "eval" / "vla_eval.json").exists()
+
+
+def test_int8_decode_steps_approximate_the_bf16_steps(hf_folder):
+    """quantize_decode_int8: one-token steps read int8 copies (one scale per output row) - close
+    to the bf16 step, not identical (so the int8 kernel ran); the prefix pass is untouched; copies
+    of weights that were cast since are ignored; VLAPolicy refuses int8 where it cannot run."""
+    from playworld.policy.backbones import _int8_rows
+    from playworld.policy.vla_policy import VLAPolicy
+
+    w = torch.randn(24, 32)
+    q, s = _int8_rows(w)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == 127
+    assert float(((q.float() * s[:, None]) - w).abs().max()) <= float(s.max()) / 2 + 1e-6
+
+    model = _trained_like(hf_folder, seed=2)
+    lm = model.lm
+    lm.merge_lora()
+    model.to(torch.bfloat16)
+    lm.fuse_projections()
+    x = torch.randn(1, 5, lm.dim, dtype=torch.bfloat16)
+    new = torch.randn(1, 1, lm.dim, dtype=torch.bfloat16)
+
+    def run(dtype=torch.bfloat16):
+        with torch.inference_mode():
+            cache = lm.new_cache()
+            return lm(x.to(dtype), cache)[0].float(), lm(new.to(dtype), cache)[0].float()
+
+    prefix_bf16, step_bf16 = run()
+    assert lm.quantize_decode_int8() == len(lm._decoder[0].layers)
+    prefix_int8, step_int8 = run()
+    assert torch.equal(prefix_int8, prefix_bf16)  # the prefix pass keeps the bf16 weights
+    rel = float((step_int8 - step_bf16).norm() / step_bf16.norm())
+    assert 0 < rel < 0.05, rel
+    model.to(torch.float32)  # the int8 copies belong to the bf16 weights: a float32 model ignores them
+    lm.fuse_projections()
+    _, step_fp32 = run(torch.float32)
+    with torch.inference_mode():
+        c = lm.new_cache()
+        lm._hf_forward(x.float(), c)
+        want = lm._hf_forward(new.float(), c)[0]
+    torch.testing.assert_close(step_fp32, want, atol=1e-5, rtol=1e-5)
+
+    pol = VLAPolicy(_trained_like(hf_folder, seed=2), int8_decode=True)
+    obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(8)}
+    a = pol.select_action(obs, "pick up the red cube")
+    assert a.shape == (8,) and pol.num_fallbacks == 0
+    with pytest.raises(PlayworldError, match="bfloat16"):
+        VLAPolicy(_trained_like(hf_folder), dtype="float32", int8_decode=True)
+    with pytest.raises(PlayworldError, match="Llama-family"):
+        tiny = VLAConfig.preset("tiny", action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), vocab=tuple(WordTokenizer.build(WORDS).vocab), use_state=False)
+        VLAPolicy(VLA(tiny), int8_decode=True)

@@ -236,6 +236,8 @@ class EvalVLA:
     """Sampling temperature of the action tokens (0 = greedy, the default; > 0 samples: each of the ~40 steps then risks a spurious terminate, see docs/vla.md)."""
     hold_plan: bool = False
     """Plan models: keep the plan written at each episode's first step for the whole episode (read in, not re-written); default: a new plan every step (RT-2)."""
+    int8_decode: bool = False
+    """SmolLM2 backbones, bf16: decode steps read int8 copies of the decoder's weights (about twice as fast; an approximation, see docs/vla.md)."""
     drop_unknown_words: bool = False
     """tiny backbone: leave words the model's vocabulary lacks out of the instruction instead of reading them as <unk>."""
     threads: int = 0
@@ -307,7 +309,7 @@ class EvalVLA:
         seen_in_training = self._training_overlap(suites)  # before loading the model: a refusal costs nothing
         policy = VLAPolicy.from_pretrained(
             self.policy, dtype=self.dtype, constrained=not self.unconstrained, temperature=self.temperature,
-            hold_plan=self.hold_plan, drop_unknown_words=self.drop_unknown_words,
+            hold_plan=self.hold_plan, drop_unknown_words=self.drop_unknown_words, int8_decode=self.int8_decode,
         )
         trained_camera, wrist = policy.model.config.render_sizes()
         camera = self.camera_size or trained_camera
@@ -320,6 +322,7 @@ class EvalVLA:
             "temperature": self.temperature,
             "hold_plan": self.hold_plan,
             "drop_unknown_words": self.drop_unknown_words,
+            "int8_decode": self.int8_decode,
             "dtype": self.dtype,
             "seed": self.seed,
             "max_steps": self.max_steps,

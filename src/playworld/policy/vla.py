@@ -672,21 +672,28 @@ class VLA(PretrainedModel):
     # -- inference: a prefix, then one token at a time (KV cache) ---------------------------------
 
     def prefill(
-        self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None
+        self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None,
+        then_ids: Tensor | None = None,
     ) -> tuple[Tensor, Any]:
-        """Run image prefix + prompt once: (last hidden state (B, D), KV cache)."""
+        """Run image prefix + prompt once: (last hidden state (B, D), KV cache).
+
+        ``then_ids`` (B, P): answer tokens already known (a held plan), read causally after the
+        prompt in the same pass - the same numbers as ``prefill`` then ``extend(then_ids)``,
+        without a multi-token step on the cache."""
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
-        txt = self.embed_text(prompt_ids).to(img.dtype)  # (B, L, D)
-        x = torch.cat([img, txt], dim=1)  # (B, N + L, D)
-        if self.config.prefix_lm:  # all of it is prefix: image(s), state and prompt see each other
-            prefix = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        ids = prompt_ids if then_ids is None else torch.cat([prompt_ids, then_ids], dim=1)  # (B, L (+ P))
+        txt = self.embed_text(ids).to(img.dtype)  # (B, L (+ P), D)
+        x = torch.cat([img, txt], dim=1)  # (B, N + L (+ P), D)
+        if self.config.prefix_lm:  # image(s), state and prompt see each other; then_ids stay causal
+            n = img.shape[1] + prompt_ids.shape[1]
+            prefix = torch.full((x.shape[0],), n, dtype=torch.long, device=x.device)
             hidden, cache = self.lm(x, self.lm.new_cache(), prefix=prefix)
         else:
             hidden, cache = self.lm(x, self.lm.new_cache())
         if self.config.cell_pointer:  # what the cell words' logits point at while decoding
             cache.image_hidden = hidden[:, : self.num_image_tokens]  # (B, N, D)
         if self.config.action_slots:  # the action slots of later tokens count on from here
-            cache.actions_in_cache = (self.bin_of[prompt_ids] >= 0).sum(1)  # (B,)
+            cache.actions_in_cache = (self.bin_of[ids] >= 0).sum(1)  # (B,)
         return hidden[:, -1], cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:

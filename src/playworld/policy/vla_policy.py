@@ -37,7 +37,6 @@ from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionDecodeError, ActionTokenizer
 from playworld.policy.decoding import (
     decode_actions,
-    decode_actions_after_plan,
     decode_actions_unconstrained,
     decode_plan_and_actions,
     generate_text,
@@ -67,6 +66,11 @@ class VLAPolicy:
         hold_plan: plan models only: write the plan at an episode's first step and keep it, read
             in, for the rest of the episode (training plans describe the episode's start at every
             step); False (RT-2) writes a new plan at every step.
+        int8_decode: Llama-family backbones (SmolLM2) on the CPU in bf16 with ``fast``: the
+            one-token decode steps read int8 copies of the decoder's weights (one scale per output
+            row), about twice as fast since those steps are bound by memory; the prefix pass stays
+            bf16. An approximation: an action token can differ from the bf16 model's where two bins
+            are nearly tied (``benchmarks/vla_control_rate.py`` reports how often).
         drop_unknown_words: tiny backbone only: leave the words the model's vocabulary lacks out of
             prompts instead of reading them as ``<unk>`` (a word never seen in training carries
             nothing a from-scratch model can use; "grab the red cube and raise it" is read as "the
@@ -84,6 +88,7 @@ class VLAPolicy:
         fast: bool = True,
         hold_plan: bool = False,
         drop_unknown_words: bool = False,
+        int8_decode: bool = False,
     ):
         if not temperature >= 0:
             raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
@@ -102,6 +107,17 @@ class VLAPolicy:
         self.model = model.eval().to(device=device, dtype=DTYPES[dtype])
         if fast and hasattr(lm, "fuse_projections"):
             lm.fuse_projections()  # after the cast, which makes new weight tensors
+        self.int8_decode = int8_decode
+        if int8_decode:
+            if not (fast and DTYPES[dtype] == torch.bfloat16 and torch.device(device).type == "cpu"):
+                raise PlayworldError("int8_decode runs on the CPU with dtype 'bfloat16' and fast=True.")
+            n = lm.quantize_decode_int8() if hasattr(lm, "quantize_decode_int8") else 0
+            if not n:
+                raise PlayworldError(
+                    f"int8_decode is for Llama-family Hugging Face backbones (SmolLM2) on a torch with the "
+                    f"weight-only int8 kernel; this VLA's backbone is {model.config.backbone!r}."
+                )
+            log.info("int8 weight copies for the decode steps of %d decoder layers", n)
         self.device = torch.device(device)
         self.dtype = dtype
         self.constrained = constrained
@@ -109,6 +125,7 @@ class VLAPolicy:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.action_tokenizer: ActionTokenizer = model.config.get_action_tokenizer()
         self._prompt_ids: dict[str, torch.Tensor] = {}
+        self._plan_ids: tuple = (None, None)  # (held plan, its ids)
         self._warned_resize = False
         self.step_seconds: list[float] = []
         self.num_fallbacks = 0
@@ -128,6 +145,7 @@ class VLAPolicy:
         fast: bool = True,
         hold_plan: bool = False,
         drop_unknown_words: bool = False,
+        int8_decode: bool = False,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
@@ -136,7 +154,7 @@ class VLAPolicy:
             check_action_tokenizer(model.config, action_tokenizer, "the given action tokenizer")
         return cls(
             model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast,
-            hold_plan=hold_plan, drop_unknown_words=drop_unknown_words,
+            hold_plan=hold_plan, drop_unknown_words=drop_unknown_words, int8_decode=int8_decode,
         )
 
     # -- episode state -----------------------------------------------------------------------------
@@ -233,6 +251,17 @@ class VLAPolicy:
             self._prompt_ids[prompt] = ids
         return ids
 
+    def _held_plan_ids(self, prompt: torch.Tensor) -> torch.Tensor:
+        """Token ids (1, P) of " Plan: <held plan>. Action:", cached for the episode."""
+        if self._plan_ids[0] != self.held_plan:
+            ids = torch.tensor([self.model.plan_ids(self.held_plan)], dtype=torch.long, device=self.device)
+            self._plan_ids = (self.held_plan, ids)
+        ids = self._plan_ids[1]
+        m = self.model
+        if m.num_prefix_tokens + prompt.shape[1] + ids.shape[1] + m.config.action_dim > m.lm.max_len:
+            raise ActionDecodeError(f"the plan {self.held_plan!r} does not fit in the model's sequence length.")
+        return ids
+
     def check_instruction(self, instruction) -> str:
         if not isinstance(instruction, str):
             raise PlayworldError(f"the instruction must be a string, got {type(instruction).__name__}.")
@@ -259,11 +288,12 @@ class VLAPolicy:
         image, state, wrist = self.prepare_image(observation), self.prepare_state(observation), self.prepare_wrist(observation)
         start = time.perf_counter()
         try:
-            hidden, cache = self.model.prefill(image, prompt, state, wrist)  # (1, D), KV cache of image(s) + prompt
-            if self.model.config.plan and self.hold_plan and self.held_plan is not None:
-                bins, _ = decode_actions_after_plan(
-                    self.model, hidden, cache, self.held_plan, self.temperature, self.generator
-                )
+            holding = self.model.config.plan and self.hold_plan and self.held_plan is not None
+            # a held plan is read in with the prompt, in the one prefix pass
+            then = self._held_plan_ids(prompt) if holding else None
+            hidden, cache = self.model.prefill(image, prompt, state, wrist, then)  # (1, D), KV cache of the prefix
+            if holding:
+                bins, _, _ = decode_actions(self.model, hidden, cache, temperature=self.temperature, generator=self.generator)
                 self.last_plan = self.held_plan
             elif self.model.config.plan:
                 self.last_plan, bins, _, cut = decode_plan_and_actions(
