@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--hold-plan", action="store_true",
                     help="plan models: write the plan at the first step only, as `playworld eval vla --hold-plan` "
                          "(default: a new plan before every action, RT-2)")
+    ap.add_argument("--no-draft", action="store_true",
+                    help="greedy steps do not read the previous action in as a draft (VLAPolicy(draft_actions=False))")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -89,7 +91,7 @@ def main() -> None:
         first_actions, timed_actions = {}, {}
         for path in args.paths:
             policy = VLAPolicy(copy.deepcopy(model), dtype=dtype, fast=path != "reference", hold_plan=args.hold_plan,
-                               int8_decode=path == "int8")
+                               int8_decode=path == "int8", draft_actions=not args.no_draft)
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 policy.reset(seed=0)
@@ -97,6 +99,7 @@ def main() -> None:
                     policy.select_action(f, info["instruction"])
                     first_actions.setdefault((path, threads), []).append(policy.last_action_text)
                 policy.step_seconds.clear()
+                policy.draft_tokens = [0, 0]
                 cpu = []
                 t0 = time.perf_counter()
                 texts = []
@@ -125,12 +128,16 @@ def main() -> None:
                     "cpu_ms_median": 1000 * float(np.median(cpu)),
                     "control_hz_idle_core_estimate": 1.0 / float(np.mean(cpu)) if threads == 1 else None,
                     "load_average_1min": os.getloadavg()[0],
+                    "draft_tokens_kept": policy.draft_tokens[0],
+                    "draft_tokens_proposed": policy.draft_tokens[1],
                 }
                 results["runs"].append(run)
                 print(f"{run['backbone']:<12} {path:<9} {dtype:<9} threads {threads}: {run['control_hz']:.1f} Hz "
                       f"(wall mean {run['ms_mean']:.0f} ms, median {run['ms_median']:.0f}, p90 {run['ms_p90']:.0f}; "
                       f"CPU time median {run['cpu_ms_median']:.0f}, mean {run['cpu_ms_per_action']:.0f} ms/action; "
-                      f"load average {run['load_average_1min']:.1f})", flush=True)
+                      f"load average {run['load_average_1min']:.1f}"
+                      + (f"; draft tokens kept {policy.draft_tokens[0]}/{policy.draft_tokens[1]}" if policy.draft_tokens[1] else "")
+                      + ")", flush=True)
         exact = {k: v for k, v in first_actions.items() if k[0] != "int8"}
         if len({tuple(v) for v in exact.values()}) > 1:
             print(f"  {dtype}: the paths chose different first actions (within {dtype} rounding): {exact}")

@@ -3,6 +3,7 @@ bad input, the co-fine-tuning data mix. Every model here is randomly initialised
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -683,6 +684,55 @@ def test_prefill_with_known_answer_tokens_equals_prefill_then_extend(overrides):
     assert torch.equal(b1, b2)
     if overrides.get("prefix_lm"):
         assert not torch.allclose(h3, h1, atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"prefix_lm": True}, {"action_slots": True}])
+def test_a_draft_of_the_action_gives_greedy_decodings_actions(overrides):
+    """decode_actions_from_draft keeps draft tokens up to the first one greedy decoding would not
+    write, and returns exactly greedy decoding's action (float32) whether the draft is all right,
+    right up to a point, or wrong from the start; rejected draft tokens leave the cache."""
+    from playworld.policy.decoding import decode_actions, decode_actions_from_draft
+
+    m = _model(**overrides).float()
+    m.action_embed.data.mul_(30.0)  # sharp, varied action distributions
+    image, prompt, state = _image(), _prompt(m), _state(1)
+    n = m.config.action_dim
+    with torch.no_grad():
+        want, want_ids, want_cache = decode_actions(m, *m.prefill(image, prompt, state))
+        drafts = {"right": want_ids[:, :-1].clone(), "wrong at 3": want_ids[:, :-1].clone(), "wrong": want_ids[:, :-1].clone()}
+        drafts["wrong at 3"][0, 3] = m.action_ids[(want[0, 3] + 100) % 256]
+        drafts["wrong"][0] = m.action_ids[(want[0, :-1] + 50) % 256]
+        for name, kept_want in (("right", n - 1), ("wrong at 3", 3), ("wrong", 0)):
+            draft = drafts[name]
+            hidden, cache = m.prefill(image, prompt, state, then_ids=draft, last=draft.shape[1] + 1)
+            bins, ids, cache, kept = decode_actions_from_draft(m, hidden, cache, draft)
+            assert torch.equal(bins, want) and torch.equal(ids, want_ids), name
+            assert kept == kept_want, (name, kept)
+            assert cache.get_seq_length() == want_cache.get_seq_length()  # the prefix + 7 action tokens
+            if overrides.get("action_slots"):
+                assert int(cache.actions_in_cache) == n - 1
+
+
+@pytest.mark.parametrize("plan", [False, True])
+def test_the_policy_drafts_with_its_last_action_and_acts_the_same(plan):
+    """VLAPolicy (greedy, fast) reads its previous action in as a draft of the next; over an
+    episode of changing frames it chooses the same actions as without drafts (float32), keeps
+    some draft tokens and rejects others; plan models draft while holding their plan."""
+    m = _model(plan=plan).float()  # untrained: its greedy action changes a few tokens from frame to frame
+    rng = np.random.default_rng(0)
+    frames = [
+        {"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "state": rng.uniform(-1, 1, 8).astype(np.float32)}
+        for _ in range(8)
+    ]
+    texts = {}
+    for draft in (False, True):
+        pol = VLAPolicy(copy.deepcopy(m), dtype="float32", draft_actions=draft, hold_plan=plan)
+        texts[draft] = [(pol.select_action(f, "pick up the red cube"), pol.last_action_text)[1] for f in frames]
+        if draft:
+            kept, proposed = pol.draft_tokens
+            assert proposed == (m.config.action_dim - 1) * (len(frames) - 1)  # every step after the first
+            assert 0 < kept < proposed
+    assert texts[True] == texts[False]
 
 
 def test_a_held_plan_is_read_in_and_gives_the_actions_of_writing_it(monkeypatch):

@@ -148,6 +148,7 @@ def test_fast_inference_path_gives_the_reference_actions(hf_folder):
         for o in obs:
             a, b = ref.select_action(o, "pick up the red cube"), fast.select_action(o, "pick up the red cube")
             assert ref.last_action_text == fast.last_action_text and np.array_equal(a, b)
+    assert fast.draft_tokens[1] == 7 * 5 and ref.draft_tokens[1] == 0  # greedy fast steps after the first draft
     # the logits themselves, teacher-forced over the same action tokens
     with torch.inference_mode():
         prompt = ref.prompt_ids(robot_prompt("pick up the red cube"))
@@ -373,3 +374,27 @@ def test_int8_decode_steps_approximate_the_bf16_steps(hf_folder):
     with pytest.raises(PlayworldError, match="Llama-family"):
         tiny = VLAConfig.preset("tiny", action_tokenizer=ActionTokenizer(Q01, Q99).to_dict(), vocab=tuple(WordTokenizer.build(WORDS).vocab), use_state=False)
         VLAPolicy(VLA(tiny), int8_decode=True)
+
+
+def test_a_rejected_draft_leaves_the_hf_cache(hf_folder):
+    """decode_actions_from_draft on a Hugging Face LM (lean path, DynamicCache): a draft wrong
+    from its 4th token gives greedy decoding's action, and the rejected tokens leave the cache."""
+    from playworld.policy.decoding import decode_actions_from_draft
+
+    model = _trained_like(hf_folder, seed=3)
+    model.lm.merge_lora()
+    model.float()
+    model.lm.fuse_projections()
+    obs = {"image": np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8), "state": np.zeros(8)}
+    img = torch.from_numpy(obs["image"])[None]
+    prompt = torch.tensor([model.encode_text(robot_prompt("pick up the red cube"))])
+    state = torch.zeros(1, 8)
+    with torch.inference_mode():
+        want, ids, cache = decode_actions(model, *model.prefill(img, prompt, state))
+        draft = ids[:, :-1].clone()
+        draft[0, 3] = model.action_ids[(want[0, 3] + 128) % 256]
+        hidden, c = model.prefill(img, prompt, state, then_ids=draft, last=8)
+        assert c.get_seq_length() == cache.get_seq_length()  # prefix + 7 tokens either way
+        bins, _, c, kept = decode_actions_from_draft(model, hidden, c, draft)
+    assert kept == 3 and torch.equal(bins, want)
+    assert c.get_seq_length() == cache.get_seq_length()

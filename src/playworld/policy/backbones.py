@@ -265,6 +265,13 @@ class KVCache:
     def get_seq_length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
+    def drop_last(self, n: int) -> None:
+        """Forget the last ``n`` tokens fed (e.g. draft tokens that decoding rejected)."""
+        if n:
+            keep = self.get_seq_length() - n
+            self.keys = [k[:, :, :keep] if k is not None else None for k in self.keys]
+            self.values = [v[:, :, :keep] if v is not None else None for v in self.values]
+
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
@@ -488,7 +495,9 @@ class HFLanguageModel(nn.Module):
     def new_cache(self):
         from transformers import DynamicCache
 
-        return DynamicCache()
+        cache = DynamicCache()
+        cache.drop_last = functools.partial(_drop_last_hf, cache)  # the KVCache call, for any transformers
+        return cache
 
     def forward(self, embeds: Tensor, cache=None) -> tuple[Tensor, Any]:
         if cache is None or not self.fast_decode or torch.is_grad_enabled():
@@ -570,6 +579,13 @@ class HFLanguageModel(nn.Module):
                 gate, up = mlp.gate_proj(h), mlp.up_proj(h)
             x = x + mlp.down_proj(mlp.act_fn(gate) * up)
         return model.norm(x)
+
+
+def _drop_last_hf(cache, n: int) -> None:
+    """``DynamicCache.crop`` for the last ``n`` tokens (a negative argument removes that many in
+    transformers 4.x and 5; a positive one is a new length in 4.x and an error in 5)."""
+    if n:
+        cache.crop(-n)
 
 
 def _int8_rows(w: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,6 +7,9 @@ language questions keep the full vocabulary". Text (answers, plans) is decoded g
   (logit masking: every other token gets -inf). The fast path computes only the 256 action
   logits (``hidden @ action_embed.T``), which is the same numbers as masking the full logits
   and skips the 49k-row output matrix on every step.
+- :func:`decode_actions_from_draft` - greedy :func:`decode_actions` that first checks a draft
+  (the previous step's action) read in the prefix pass, keeping the draft tokens greedy
+  decoding would write: fewer one-token forward passes, the same actions.
 - :func:`decode_latent_actions` - the same for a LAPA-pretrained model: ``latent_action_len``
   tokens, each masked to the K latent-action tokens.
 - :func:`decode_actions_unconstrained` - the ablation: any token may come out; the result is
@@ -86,6 +89,45 @@ def decode_actions(
         model, hidden, cache, model.config.action_dim, model.action_logits, model.action_ids, model.bin_of,
         restrict_head, temperature, generator,
     )
+
+
+@torch.no_grad()
+def decode_actions_from_draft(model: VLA, hidden: Tensor, cache: Any, draft_ids: Tensor) -> tuple[Tensor, Tensor, Any, int]:
+    """Greedy constrained decoding that first checks a draft of the action (speculative
+    decoding with a free draft, e.g. the previous step's action): the draft's ``k`` tokens were
+    read in the prefix pass (``model.prefill(..., then_ids=[..., draft], last=k + 1)``), so that
+    one pass gives the greedy token at every draft position. Draft tokens are kept up to the
+    first one greedy decoding would not write; that position gets the greedy token, and the rest
+    are decoded one step at a time as usual. The result is greedy decoding's, up to the rounding
+    of a many-row pass against one-row steps; every kept draft token saves a forward pass.
+
+    Args:
+        hidden: (1, k + 1, D) hidden states of the last prompt position and the k draft tokens.
+        cache: the KV cache holding them all; draft tokens after the first miss are dropped.
+        draft_ids: (1, k) action token ids, k < action_dim.
+    Returns:
+        bins (1, action_dim), token ids (1, action_dim), the cache, the number of draft tokens kept.
+    """
+    k, n = draft_ids.shape[1], model.config.action_dim
+    if hidden.shape[0] != 1 or hidden.shape[1] != k + 1 or not 0 < k < n:
+        raise ValueError(f"a draft of 1..{n - 1} tokens for one sequence, with k + 1 hidden states; got {tuple(hidden.shape)}, k={k}")
+    logits = model.action_logits(hidden[0]).float()  # (k + 1, 256)
+    _check_finite(logits)
+    greedy = logits.argmax(-1)  # (k + 1,) bins: position i's greedy token, given draft tokens < i
+    miss = (greedy[:k] != model.bin_of[draft_ids[0]]).nonzero()
+    kept = int(miss[0]) if len(miss) else k
+    cache.drop_last(k - kept)  # the draft tokens after the first miss were never written
+    if model.config.action_slots:
+        cache.actions_in_cache = cache.actions_in_cache - (k - kept)
+    bins = greedy[: kept + 1]  # the kept draft tokens, then the greedy token after them
+    if len(bins) < n:
+        hidden1, cache = model.extend(model.action_ids[bins[-1:]][None], cache)
+        rest, _, cache = _decode_constrained(
+            model, hidden1, cache, n - len(bins), model.action_logits, model.action_ids, model.bin_of, True, 0.0, None
+        )
+        bins = torch.cat([bins, rest[0]])
+    bins = bins[None]  # (1, action_dim)
+    return bins, model.action_ids[bins], cache, kept
 
 
 def latent_token_mask(model: VLA) -> Tensor:

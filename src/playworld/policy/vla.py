@@ -673,13 +673,14 @@ class VLA(PretrainedModel):
 
     def prefill(
         self, images: Tensor, prompt_ids: Tensor, state: Tensor | None = None, wrist: Tensor | None = None,
-        then_ids: Tensor | None = None,
+        then_ids: Tensor | None = None, last: int = 0,
     ) -> tuple[Tensor, Any]:
         """Run image prefix + prompt once: (last hidden state (B, D), KV cache).
 
-        ``then_ids`` (B, P): answer tokens already known (a held plan), read causally after the
-        prompt in the same pass - the same numbers as ``prefill`` then ``extend(then_ids)``,
-        without a multi-token step on the cache."""
+        ``then_ids`` (B, P): answer tokens already known (a held plan, draft action tokens), read
+        causally after the prompt in the same pass - the same numbers as ``prefill`` then
+        ``extend(then_ids)``, without a multi-token step on the cache. ``last`` > 0: return the
+        hidden states of the last ``last`` positions instead, (B, last, D)."""
         img = self.encode_prefix(images, state, wrist)  # (B, N, D)
         ids = prompt_ids if then_ids is None else torch.cat([prompt_ids, then_ids], dim=1)  # (B, L (+ P))
         txt = self.embed_text(ids).to(img.dtype)  # (B, L (+ P), D)
@@ -694,7 +695,7 @@ class VLA(PretrainedModel):
             cache.image_hidden = hidden[:, : self.num_image_tokens]  # (B, N, D)
         if self.config.action_slots:  # the action slots of later tokens count on from here
             cache.actions_in_cache = (self.bin_of[ids] >= 0).sum(1)  # (B,)
-        return hidden[:, -1], cache
+        return (hidden[:, -last:] if last else hidden[:, -1]), cache
 
     def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache)."""

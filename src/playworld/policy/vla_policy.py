@@ -37,6 +37,7 @@ from playworld.errors import PlayworldError
 from playworld.policy.action_tokenizer import ActionDecodeError, ActionTokenizer
 from playworld.policy.decoding import (
     decode_actions,
+    decode_actions_from_draft,
     decode_actions_unconstrained,
     decode_plan_and_actions,
     generate_text,
@@ -71,6 +72,12 @@ class VLAPolicy:
             row), about twice as fast since those steps are bound by memory; the prefix pass stays
             bf16. An approximation: an action token can differ from the bf16 model's where two bins
             are nearly tied (``benchmarks/vla_control_rate.py`` reports how often).
+        draft_actions: greedy decoding (``temperature`` 0, constrained, ``fast``) reads the
+            previous step's action tokens in the prefix pass as a draft and keeps those greedy
+            decoding would write (speculative decoding with a free draft: consecutive actions
+            share most tokens), saving a forward pass per kept token. The same actions, up to
+            the rounding of a many-row pass against one-row steps. Not used while a new plan is
+            written every step, nor at an episode's first step.
         drop_unknown_words: tiny backbone only: leave the words the model's vocabulary lacks out of
             prompts instead of reading them as ``<unk>`` (a word never seen in training carries
             nothing a from-scratch model can use; "grab the red cube and raise it" is read as "the
@@ -89,6 +96,7 @@ class VLAPolicy:
         hold_plan: bool = False,
         drop_unknown_words: bool = False,
         int8_decode: bool = False,
+        draft_actions: bool = True,
     ):
         if not temperature >= 0:
             raise PlayworldError(f"temperature must be >= 0, got {temperature}.")
@@ -108,6 +116,8 @@ class VLAPolicy:
         if fast and hasattr(lm, "fuse_projections"):
             lm.fuse_projections()  # after the cast, which makes new weight tensors
         self.int8_decode = int8_decode
+        self.draft_actions = draft_actions
+        self.draft_tokens = [0, 0]  # draft tokens kept, proposed (over the policy's life)
         if int8_decode:
             if not (fast and DTYPES[dtype] == torch.bfloat16 and torch.device(device).type == "cpu"):
                 raise PlayworldError("int8_decode runs on the CPU with dtype 'bfloat16' and fast=True.")
@@ -146,6 +156,7 @@ class VLAPolicy:
         hold_plan: bool = False,
         drop_unknown_words: bool = False,
         int8_decode: bool = False,
+        draft_actions: bool = True,
     ) -> VLAPolicy:
         """Load a folder written by ``playworld train vla``. With ``action_tokenizer`` (e.g. the
         one of the data you will run on), a model trained with another one is rejected."""
@@ -155,6 +166,7 @@ class VLAPolicy:
         return cls(
             model, dtype=dtype, device=device, constrained=constrained, temperature=temperature, seed=seed, fast=fast,
             hold_plan=hold_plan, drop_unknown_words=drop_unknown_words, int8_decode=int8_decode,
+            draft_actions=draft_actions,
         )
 
     # -- episode state -----------------------------------------------------------------------------
@@ -167,6 +179,7 @@ class VLAPolicy:
         self.last_action_text = ""
         self.last_plan: str | None = None
         self.held_plan: str | None = None  # with hold_plan: the plan of this episode's first step
+        self._last_ids: torch.Tensor | None = None  # (1, action_dim) token ids of the last action
 
     @property
     def control_hz(self) -> float:
@@ -251,6 +264,13 @@ class VLAPolicy:
             self._prompt_ids[prompt] = ids
         return ids
 
+    def _draft(self) -> torch.Tensor | None:
+        """The last action's first ``action_dim - 1`` token ids (1, action_dim - 1) as a draft of
+        this one, when drafting applies (greedy, constrained, fast, not an episode's first step)."""
+        if not (self.draft_actions and self.fast and self.constrained and self.temperature == 0):
+            return None
+        return None if self._last_ids is None else self._last_ids[:, :-1]
+
     def _held_plan_ids(self, prompt: torch.Tensor) -> torch.Tensor:
         """Token ids (1, P) of " Plan: <held plan>. Action:", cached for the episode."""
         if self._plan_ids[0] != self.held_plan:
@@ -288,11 +308,21 @@ class VLAPolicy:
         image, state, wrist = self.prepare_image(observation), self.prepare_state(observation), self.prepare_wrist(observation)
         start = time.perf_counter()
         try:
-            holding = self.model.config.plan and self.hold_plan and self.held_plan is not None
-            # a held plan is read in with the prompt, in the one prefix pass
-            then = self._held_plan_ids(prompt) if holding else None
-            hidden, cache = self.model.prefill(image, prompt, state, wrist, then)  # (1, D), KV cache of the prefix
-            if holding:
+            cfg = self.model.config
+            holding = cfg.plan and self.hold_plan and self.held_plan is not None
+            # a held plan, and a draft of the action, are read in with the prompt, in the one prefix pass
+            draft = self._draft() if holding or not cfg.plan else None
+            then = [t for t in (self._held_plan_ids(prompt) if holding else None, draft) if t is not None]
+            then = torch.cat(then, dim=1) if then else None
+            last = draft.shape[1] + 1 if draft is not None else 0
+            hidden, cache = self.model.prefill(image, prompt, state, wrist, then, last)  # (1, D), KV cache of the prefix
+            if draft is not None:
+                bins, _, _, kept = decode_actions_from_draft(self.model, hidden, cache, draft)
+                self.draft_tokens[0] += kept
+                self.draft_tokens[1] += draft.shape[1]
+                if holding:
+                    self.last_plan = self.held_plan
+            elif holding:
                 bins, _, _ = decode_actions(self.model, hidden, cache, temperature=self.temperature, generator=self.generator)
                 self.last_plan = self.held_plan
             elif self.model.config.plan:
@@ -308,11 +338,13 @@ class VLAPolicy:
                 )
             else:
                 bins, _, _ = decode_actions_unconstrained(self.model, hidden, cache)
+            self._last_ids = self.model.action_ids[bins]  # (1, action_dim): the next step's draft
             b = bins[0].cpu().numpy()
             action = self.action_tokenizer.decode(b)
             self.last_action_text = self.action_tokenizer.to_text(b)
         except ActionDecodeError as e:
             self.num_fallbacks += 1
+            self._last_ids = None
             log.warning("no valid action decoded (%s); sending a safe no-op instead", e)
             action = self.noop()
             self.last_action_text = "no-op"
