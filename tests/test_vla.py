@@ -689,8 +689,9 @@ def test_prefill_with_known_answer_tokens_equals_prefill_then_extend(overrides):
 @pytest.mark.parametrize("overrides", [{}, {"prefix_lm": True}, {"action_slots": True}])
 def test_a_draft_of_the_action_gives_greedy_decodings_actions(overrides):
     """decode_actions_from_draft keeps draft tokens up to the first one greedy decoding would not
-    write, and returns exactly greedy decoding's action (float32) whether the draft is all right,
-    right up to a point, or wrong from the start; rejected draft tokens leave the cache."""
+    write, checks the rest of the draft again after greedy decoding's own token there, and returns
+    exactly greedy decoding's action (float32) whether the draft is all right, wrong at one token,
+    or wrong everywhere; rejected draft tokens leave the cache."""
     from playworld.policy.decoding import decode_actions, decode_actions_from_draft
 
     m = _model(**overrides).float()
@@ -702,7 +703,8 @@ def test_a_draft_of_the_action_gives_greedy_decodings_actions(overrides):
         drafts = {"right": want_ids[:, :-1].clone(), "wrong at 3": want_ids[:, :-1].clone(), "wrong": want_ids[:, :-1].clone()}
         drafts["wrong at 3"][0, 3] = m.action_ids[(want[0, 3] + 100) % 256]
         drafts["wrong"][0] = m.action_ids[(want[0, :-1] + 50) % 256]
-        for name, kept_want in (("right", n - 1), ("wrong at 3", 3), ("wrong", 0)):
+        # kept: all 7; 3, then the rest (4-6) checked again after token 3; none (+50 bins each)
+        for name, kept_want in (("right", n - 1), ("wrong at 3", n - 2), ("wrong", 0)):
             draft = drafts[name]
             hidden, cache = m.prefill(image, prompt, state, then_ids=draft, last=draft.shape[1] + 1)
             bins, ids, cache, kept = decode_actions_from_draft(m, hidden, cache, draft)

@@ -169,7 +169,8 @@ def test_fast_inference_path_gives_the_reference_actions(hf_folder):
 
 def test_lean_forward_matches_the_hf_forward(hf_folder):
     """HFLanguageModel.lean_forward (with and without fused projections) = LlamaModel.forward,
-    for a prefix on an empty cache and for one token after it, in float32 and bf16."""
+    for a prefix on an empty cache, one token after it and several tokens after that, in float32
+    and bf16."""
     model = _trained_like(hf_folder, seed=1)
     lm = model.lm
     assert lm.merge_lora() and not lm.merge_lora()  # merges once
@@ -177,14 +178,17 @@ def test_lean_forward_matches_the_hf_forward(hf_folder):
         model.to(dtype)
         x = torch.randn(2, 5, lm.dim, dtype=dtype)
         new = torch.randn(2, 1, lm.dim, dtype=dtype)
+        more = torch.randn(2, 3, lm.dim, dtype=dtype)  # several tokens after the cache (draft verification)
 
-        def run(forward, x, new):
+        def run(forward, x, new, more=more):
             with torch.inference_mode():
                 cache = lm.new_cache()
                 prefix = forward(x, cache)
                 step = forward(new, cache)
                 assert cache.get_seq_length() == 6
-            return prefix, step
+                after = forward(more, cache)
+                assert cache.get_seq_length() == 9
+            return prefix, step, after
 
         want = run(lambda e, c: lm._hf_forward(e, c)[0], x, new)
         lean = run(lm.lean_forward, x, new)
@@ -378,7 +382,7 @@ def test_int8_decode_steps_approximate_the_bf16_steps(hf_folder):
 
 def test_a_rejected_draft_leaves_the_hf_cache(hf_folder):
     """decode_actions_from_draft on a Hugging Face LM (lean path, DynamicCache): a draft wrong
-    from its 4th token gives greedy decoding's action, and the rejected tokens leave the cache."""
+    at its 4th token gives greedy decoding's action, and the rejected tokens leave the cache."""
     from playworld.policy.decoding import decode_actions_from_draft
 
     model = _trained_like(hf_folder, seed=3)
@@ -396,5 +400,5 @@ def test_a_rejected_draft_leaves_the_hf_cache(hf_folder):
         hidden, c = model.prefill(img, prompt, state, then_ids=draft, last=8)
         assert c.get_seq_length() == cache.get_seq_length()  # prefix + 7 tokens either way
         bins, _, c, kept = decode_actions_from_draft(model, hidden, c, draft)
-    assert kept == 3 and torch.equal(bins, want)
+    assert kept == 6 and torch.equal(bins, want)  # 3, then the 3 after the 4th checked again
     assert c.get_seq_length() == cache.get_seq_length()

@@ -503,9 +503,8 @@ class HFLanguageModel(nn.Module):
         if cache is None or not self.fast_decode or torch.is_grad_enabled():
             return self._hf_forward(embeds, cache)
         one = embeds.shape[1] == 1
-        lean = self._is_llama() and (one or cache.get_seq_length() == 0)
         with native_cpu_gemv() if one and embeds.device.type == "cpu" else contextlib.nullcontext():
-            return (self.lean_forward(embeds, cache), cache) if lean else self._hf_forward(embeds, cache)
+            return (self.lean_forward(embeds, cache), cache) if self._is_llama() else self._hf_forward(embeds, cache)
 
     def _hf_forward(self, embeds: Tensor, cache=None) -> tuple[Tensor, Any]:
         out = self._decoder[0](inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None)
@@ -516,18 +515,19 @@ class HFLanguageModel(nn.Module):
         return cfg.model_type == "llama" and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
 
     def lean_forward(self, embeds: Tensor, cache) -> Tensor:
-        """``LlamaModel.forward`` with a KV cache for the two cases inference has: a prefix
-        (B, T, D) on an empty cache (causal attention) or one new token (B, 1, D) after the cached
-        ones (no mask: it attends to every cached position). Returns hidden (B, T, D) after the
-        final norm; the cache is updated in place. Same modules and kernels as the HF forward, so
-        the same numbers (a test checks it), without its per-call machinery."""
+        """``LlamaModel.forward`` with a KV cache: a prefix (B, T, D) on an empty cache (causal
+        attention), one new token (B, 1, D) after the cached ones (no mask: it attends to every
+        cached position), or several new tokens after them (each sees the cache and the new
+        tokens up to itself: draft verification). Returns hidden (B, T, D) after the final norm;
+        the cache is updated in place. Same modules and kernels as the HF forward, so the same
+        numbers (a test checks it), without its per-call machinery."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotate_half
 
         model = self._decoder[0]
         b, t = embeds.shape[:2]
         past = cache.get_seq_length()
-        if t > 1 and past:
-            raise ValueError("lean_forward takes a prefix on an empty cache or one token after it")
+        # new tokens after cached ones: token i sees the cache and new tokens 0..i (bool, True = attend)
+        mask = torch.ones(t, past + t, dtype=torch.bool, device=embeds.device).tril(diagonal=past) if t > 1 and past else None
         position_ids = torch.arange(past, past + t, device=embeds.device).expand(b, t)
         cos, sin = model.rotary_emb(embeds, position_ids)  # (B, T, hd)
         x = embeds
@@ -569,7 +569,7 @@ class HFLanguageModel(nn.Module):
                 q, k = apply_rotary_pos_emb(q, k, cos, sin)
             k, v = cache.update(k, v, i)  # (B, Hkv, past + T, hd)
             y = F.scaled_dot_product_attention(
-                q, k, v, scale=attn.scaling, is_causal=t > 1, enable_gqa=True
+                q, k, v, attn_mask=mask, scale=attn.scaling, is_causal=t > 1 and not past, enable_gqa=True
             )  # (B, H, T, hd)
             x = x + attn.o_proj(y.transpose(1, 2).reshape(b, t, -1))
             h = layer.post_attention_layernorm(x)

@@ -93,41 +93,50 @@ def decode_actions(
 
 @torch.no_grad()
 def decode_actions_from_draft(model: VLA, hidden: Tensor, cache: Any, draft_ids: Tensor) -> tuple[Tensor, Tensor, Any, int]:
-    """Greedy constrained decoding that first checks a draft of the action (speculative
-    decoding with a free draft, e.g. the previous step's action): the draft's ``k`` tokens were
-    read in the prefix pass (``model.prefill(..., then_ids=[..., draft], last=k + 1)``), so that
-    one pass gives the greedy token at every draft position. Draft tokens are kept up to the
-    first one greedy decoding would not write; that position gets the greedy token, and the rest
-    are decoded one step at a time as usual. The result is greedy decoding's, up to the rounding
-    of a many-row pass against one-row steps; every kept draft token saves a forward pass.
+    """Greedy constrained decoding that checks a draft of the action (speculative decoding with
+    a free draft, e.g. the previous step's action): the draft's tokens were read in the prefix
+    pass (``model.prefill(..., then_ids=[..., draft], last=k + 1)``), so that one pass gives the
+    greedy token at every draft position. Draft tokens are kept up to the first one greedy
+    decoding would not write; that position gets the greedy token; then the draft's remaining
+    tokens are checked again after it, in one pass, and so on. Each pass writes at least one
+    token, so there are at most as many passes as plain decoding has steps, and each kept draft
+    token saves one. The result is greedy decoding's, up to the rounding of many-row passes
+    against one-row steps.
 
     Args:
         hidden: (1, k + 1, D) hidden states of the last prompt position and the k draft tokens.
-        cache: the KV cache holding them all; draft tokens after the first miss are dropped.
-        draft_ids: (1, k) action token ids, k < action_dim.
+        cache: the KV cache holding them all; draft tokens greedy decoding would not write are
+            dropped from it.
+        draft_ids: (1, k) action token ids, the draft of the first k of the action's tokens, 0 < k < action_dim.
     Returns:
         bins (1, action_dim), token ids (1, action_dim), the cache, the number of draft tokens kept.
     """
     k, n = draft_ids.shape[1], model.config.action_dim
     if hidden.shape[0] != 1 or hidden.shape[1] != k + 1 or not 0 < k < n:
         raise ValueError(f"a draft of 1..{n - 1} tokens for one sequence, with k + 1 hidden states; got {tuple(hidden.shape)}, k={k}")
-    logits = model.action_logits(hidden[0]).float()  # (k + 1, 256)
-    _check_finite(logits)
-    greedy = logits.argmax(-1)  # (k + 1,) bins: position i's greedy token, given draft tokens < i
-    miss = (greedy[:k] != model.bin_of[draft_ids[0]]).nonzero()
-    kept = int(miss[0]) if len(miss) else k
-    cache.drop_last(k - kept)  # the draft tokens after the first miss were never written
-    if model.config.action_slots:
-        cache.actions_in_cache = cache.actions_in_cache - (k - kept)
-    bins = greedy[: kept + 1]  # the kept draft tokens, then the greedy token after them
-    if len(bins) < n:
-        hidden1, cache = model.extend(model.action_ids[bins[-1:]][None], cache)
-        rest, _, cache = _decode_constrained(
-            model, hidden1, cache, n - len(bins), model.action_logits, model.action_ids, model.bin_of, True, 0.0, None
-        )
-        bins = torch.cat([bins, rest[0]])
-    bins = bins[None]  # (1, action_dim)
-    return bins, model.action_ids[bins], cache, kept
+    draft = model.bin_of[draft_ids[0]]  # (k,) the draft's bins, by position
+    bins: list[Tensor] = []
+    kept_total = done = 0  # draft tokens kept; tokens written
+    while True:
+        logits = model.action_logits(hidden[0]).float()  # (k + 1, 256): positions done .. done + k
+        _check_finite(logits)
+        greedy = logits.argmax(-1)  # greedy bin at each position, given the draft tokens before it
+        miss = (greedy[:k] != draft[done : done + k]).nonzero()
+        kept = int(miss[0]) if len(miss) else k
+        cache.drop_last(k - kept)  # the draft tokens after the first miss were never written
+        if model.config.action_slots:
+            cache.actions_in_cache = cache.actions_in_cache - (k - kept)
+        bins.append(greedy[: kept + 1])  # the kept draft tokens, then greedy decoding's own token
+        kept_total += kept
+        done += kept + 1
+        if done >= n:
+            break
+        # check the rest of the draft after the token just written (none left: a plain step)
+        k = min(len(draft), n - 1) - done if done < len(draft) else 0
+        feed = torch.cat([bins[-1][-1:], draft[done : done + k]])  # (1 + k,) bins
+        hidden, cache = model.extend(model.action_ids[feed][None], cache, last=k + 1)
+    out = torch.cat(bins)[None, :n]  # (1, action_dim)
+    return out, model.action_ids[out], cache, kept_total
 
 
 def latent_token_mask(model: VLA) -> Tensor:

@@ -697,13 +697,14 @@ class VLA(PretrainedModel):
             cache.actions_in_cache = (self.bin_of[ids] >= 0).sum(1)  # (B,)
         return (hidden[:, -last:] if last else hidden[:, -1]), cache
 
-    def extend(self, ids: Tensor, cache: Any) -> tuple[Tensor, Any]:
-        """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache)."""
+    def extend(self, ids: Tensor, cache: Any, last: int = 0) -> tuple[Tensor, Any]:
+        """Feed tokens (B, T) after the cached ones: (last hidden state (B, D), cache); ``last`` > 0:
+        the hidden states of the last ``last`` positions instead, (B, last, D)."""
         before = getattr(cache, "actions_in_cache", 0)
         hidden, cache = self.lm(self.embed_text(ids, before).to(self.image_pos.dtype), cache)
         if self.config.action_slots:
             cache.actions_in_cache = before + (self.bin_of[ids] >= 0).sum(1)  # (B,)
-        return hidden[:, -1], cache
+        return (hidden[:, -last:] if last else hidden[:, -1]), cache
 
     # -- text <-> ids ------------------------------------------------------------------------------
 
