@@ -715,26 +715,83 @@ def test_a_draft_of_the_action_gives_greedy_decodings_actions(overrides):
                 assert int(cache.actions_in_cache) == n - 1
 
 
-@pytest.mark.parametrize("plan", [False, True])
-def test_the_policy_drafts_with_its_last_action_and_acts_the_same(plan):
-    """VLAPolicy (greedy, fast) reads its previous action in as a draft of the next; over an
-    episode of changing frames it chooses the same actions as without drafts (float32), keeps
-    some draft tokens and rejects others; plan models draft while holding their plan."""
-    m = _model(plan=plan).float()  # untrained: its greedy action changes a few tokens from frame to frame
+@pytest.mark.parametrize("mode", ["no plan", "held plan", "new plan every step"])
+def test_the_policy_drafts_with_its_last_action_and_acts_the_same(mode):
+    """VLAPolicy (greedy, fast) reads its previous action (and plan, when it writes a new one
+    every step) in as a draft of the next; over an episode of changing frames it chooses the same
+    plans and actions as without drafts (float32), keeps some draft tokens and rejects others."""
+    plan, hold = mode != "no plan", mode == "held plan"
+    # untrained: its greedy action changes a few tokens from frame to frame; its plans are cut short
+    m = _model(plan=plan, max_answer_tokens=12).float()
     rng = np.random.default_rng(0)
     frames = [
         {"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "state": rng.uniform(-1, 1, 8).astype(np.float32)}
-        for _ in range(8)
+        for _ in range(6)
     ]
     texts = {}
     for draft in (False, True):
-        pol = VLAPolicy(copy.deepcopy(m), dtype="float32", draft_actions=draft, hold_plan=plan)
-        texts[draft] = [(pol.select_action(f, "pick up the red cube"), pol.last_action_text)[1] for f in frames]
+        pol = VLAPolicy(copy.deepcopy(m), dtype="float32", draft_actions=draft, hold_plan=hold)
+        texts[draft] = [(pol.select_action(f, "pick up the red cube"), (pol.last_plan, pol.last_action_text))[1] for f in frames]
         if draft:
             kept, proposed = pol.draft_tokens
-            assert proposed == (m.config.action_dim - 1) * (len(frames) - 1)  # every step after the first
+            if mode == "new plan every step":
+                assert proposed > (m.config.action_dim - 1) * (len(frames) - 1)  # plans too
+            else:
+                assert proposed == (m.config.action_dim - 1) * (len(frames) - 1)  # every step after the first
             assert 0 < kept < proposed
     assert texts[True] == texts[False]
+
+
+def test_a_draft_of_the_plan_gives_greedy_decodings_plan_and_action(monkeypatch):
+    """decode_plan_and_actions_from_draft (a new plan every step, the last one as the draft):
+    the same plan and action as plain greedy decoding (float32) when the plan draft is right,
+    wrong from its 4th token, or right with a wrong action draft."""
+    from playworld.policy.decoding import decode_plan_and_actions, decode_plan_and_actions_from_draft
+
+    m = _model(plan=True).float()
+    script = m.encode_text(" Plan: pick up the red cube. Action:")
+    original, recorded = m.logits, []
+
+    def record(hidden, image_hidden=None):  # plain decoding, scripted: remember the hidden state of each plan token
+        out = original(hidden, image_hidden).clone()
+        if len(recorded) < len(script):
+            recorded.append(hidden.reshape(-1, hidden.shape[-1])[-1].clone())
+            out[..., script[len(recorded) - 1]] = 1e4
+        return out
+
+    def lookup(hidden, image_hidden=None):  # any pass: the script's token where the hidden state is a recorded one
+        out = original(hidden, image_hidden).clone()
+        flat, rows = hidden.reshape(-1, hidden.shape[-1]), out.view(-1, out.shape[-1])
+        d = torch.cdist(flat, torch.stack(recorded))
+        for r in (d.min(1).values < 1e-3).nonzero()[:, 0].tolist():
+            rows[r, script[int(d[r].argmin())]] = 1e4
+        return out
+
+    image, prompt, state = _image(), _prompt(m), _state(1)
+    with torch.no_grad():
+        monkeypatch.setattr(m, "logits", record)
+        decode_plan_and_actions(m, *m.prefill(image, prompt, state))
+        monkeypatch.setattr(m, "logits", lookup)
+        plan, want, _, cut = decode_plan_and_actions(m, *m.prefill(image, prompt, state))
+        assert plan == "pick up the red cube" and not cut
+        plan_ids = torch.tensor([m.plan_ids(plan)])
+        actions = m.action_ids[want][:, :-1]
+        wrong_plan = plan_ids.clone()
+        wrong_plan[0, 3] = m.encode_text("blue")[0]
+        wrong_actions = m.action_ids[(want[:, :-1] + 77) % 256]
+        p, n = plan_ids.shape[1], actions.shape[1]
+        for name, pd, ad, kept_want in (
+            ("right", plan_ids, actions, p + n), ("plan wrong at 3", wrong_plan, actions, None),
+            ("actions wrong", plan_ids, wrong_actions, p),
+        ):
+            hidden, cache = m.prefill(image, prompt, state, then_ids=torch.cat([pd, ad], 1), last=p + n + 1)
+            got_plan, bins, cache, got_cut, kept = decode_plan_and_actions_from_draft(m, hidden, cache, pd, ad)
+            assert (got_plan, got_cut) == (plan, False) and torch.equal(bins, want), name
+            if kept_want is not None:
+                assert kept == kept_want, (name, kept)
+            else:
+                assert 3 <= kept < p + n, (name, kept)
+            assert cache.get_seq_length() == m.num_prefix_tokens + prompt.shape[1] + p + n
 
 
 def test_a_held_plan_is_read_in_and_gives_the_actions_of_writing_it(monkeypatch):

@@ -17,6 +17,8 @@ language questions keep the full vocabulary". Text (answers, plans) is decoded g
 - :func:`generate_text` - full-vocabulary greedy text until ``<eos>`` (or a stop string).
 - :func:`decode_plan_and_actions` - "Plan: ... Action:" in words (action tokens banned there),
   then the constrained action tokens.
+- :func:`decode_plan_and_actions_from_draft` - the same, greedy, checking the last step's plan
+  and action as a draft: a plan that does not change costs about what a held plan does.
 - :func:`decode_actions_after_plan` - a given plan read in (not decoded), then the constrained
   action tokens: a policy that holds its first plan for the whole episode.
 
@@ -34,6 +36,7 @@ decoding stays for ever; the expert has none now (docs/tabletop.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -199,17 +202,20 @@ def generate_text(
     max_new_tokens: int,
     stop: str | None = None,
     banned: Tensor | None = None,
+    written: Sequence[int] = (),
 ) -> tuple[list[int], bool, Tensor, Any]:
     """Greedy full-vocabulary generation for one sequence (B = 1).
 
     Stops at ``<eos>`` or when the decoded text ends with ``stop`` (case-insensitive).
+    ``written``: tokens of this text already in the cache (kept from a draft); they count
+    towards ``max_new_tokens`` and the stop text, and lead the returned ids.
     Returns (new token ids without <eos>, whether it stopped, last hidden state, cache).
     """
     if hidden.shape[0] != 1:
         raise ValueError("generate_text decodes one sequence at a time")
     eos = model.tokenizer.eos_id
-    out: list[int] = []
-    for _ in range(max_new_tokens):
+    out: list[int] = list(written)
+    for _ in range(max_new_tokens - len(out)):
         logits = model.logits(hidden, getattr(cache, "image_hidden", None)).float()  # (1, V)
         if banned is not None:
             logits = logits.masked_fill(banned, float("-inf"))
@@ -263,11 +269,24 @@ def decode_plan_and_actions(
     still carries them); without, :class:`ActionDecodeError` is raised.
 
     Returns (the plan in words, bins (1, action_dim), cache, whether the plan was cut)."""
-    banned = action_token_mask(model) | latent_token_mask(model)
-    banned[model.tokenizer.eos_id] = True  # the grammar: a plan ends with "Action:", never with <eos>
     ids, stopped, hidden, cache = generate_text(
-        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=banned,
+        model, hidden, cache, model.config.max_answer_tokens, stop=ACTION_MARKER, banned=_plan_banned(model),
     )
+    plan, hidden, cache, cut = _end_plan(model, ids, stopped, hidden, cache, finish_plan)
+    bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
+    return plan, bins, cache, cut
+
+
+def _plan_banned(model: VLA) -> Tensor:
+    """Bool (V,): the tokens a plan may not contain (action and latent tokens, and <eos>: the
+    grammar is that a plan ends with "Action:")."""
+    banned = action_token_mask(model) | latent_token_mask(model)
+    banned[model.tokenizer.eos_id] = True
+    return banned
+
+
+def _end_plan(model: VLA, ids: list[int], stopped: bool, hidden: Tensor, cache: Any, finish_plan: bool) -> tuple[str, Tensor, Any, bool]:
+    """A written plan's ids -> (the plan in words, hidden state and cache after "Action:", cut)."""
     text = model.tokenizer.decode(ids).strip()
     cut = not stopped or not text.lower().endswith(ACTION_MARKER.lower())
     if cut:
@@ -279,8 +298,54 @@ def decode_plan_and_actions(
     plan = text[: -len(ACTION_MARKER)].strip()
     if plan.lower().startswith("plan:"):
         plan = plan[5:].strip()
-    bins, _, cache = decode_actions(model, hidden, cache, temperature=temperature, generator=generator)
-    return plan.rstrip(". "), bins, cache, cut
+    return plan.rstrip(". "), hidden, cache, cut
+
+
+@torch.no_grad()
+def decode_plan_and_actions_from_draft(
+    model: VLA, hidden: Tensor, cache: Any, plan_draft: Tensor, action_draft: Tensor,
+) -> tuple[str, Tensor, Any, bool, int]:
+    """Greedy :func:`decode_plan_and_actions` that checks a draft of the plan and of the action
+    (the last step's): the drafts were read in the prefix pass (``model.prefill(..., then_ids=
+    [plan_draft, action_draft], last=P + k + 1)``), so that pass gives the greedy token at every
+    draft position. The plan's draft tokens are kept up to the first one greedy decoding would
+    not write; the plan is written on from there as usual. A plan that came out the same is
+    followed by its action's positions, checked as in :func:`decode_actions_from_draft`;
+    otherwise the action draft is read in again after the new plan and checked there. RT-2's
+    mode - a new plan every step - then costs about what a held plan does while the plan does
+    not change. The result is greedy decoding's, up to the rounding of many-row passes.
+
+    Args:
+        hidden: (1, P + k + 1, D) hidden states of the last prompt position and the draft tokens.
+        plan_draft: (1, P) token ids of " Plan: <words>. Action:"; action_draft: (1, k) action ids.
+    Returns:
+        (the plan in words, bins (1, action_dim), cache, whether the plan was cut, draft tokens kept).
+    """
+    p, k = plan_draft.shape[1], action_draft.shape[1]
+    if hidden.shape[0] != 1 or hidden.shape[1] != p + k + 1:
+        raise ValueError(f"expected hidden states (1, {p + k + 1}, D) for the drafts, got {tuple(hidden.shape)}")
+    logits = model.logits(hidden[0, :p], getattr(cache, "image_hidden", None)).float()  # (P, V)
+    logits = logits.masked_fill(_plan_banned(model), float("-inf"))
+    _check_finite(logits)
+    miss = (logits.argmax(-1) != plan_draft[0]).nonzero()
+    kept = int(miss[0]) if len(miss) else p
+    written = plan_draft[0, :kept].tolist()
+    ended = kept == p and model.tokenizer.decode(written).strip().lower().endswith(ACTION_MARKER.lower())
+    if ended:  # the same plan: its action draft was read in after it
+        plan, _, _, _ = _end_plan(model, written, True, hidden[:, p - 1], cache, True)
+        bins, _, cache, kept_actions = decode_actions_from_draft(model, hidden[:, p:], cache, action_draft)
+        return plan, bins, cache, False, kept + kept_actions
+    cache.drop_last(p + k - kept)  # the plan changed at token `kept`: write it on from there
+    if model.config.action_slots:
+        cache.actions_in_cache = cache.actions_in_cache - k
+    ids, stopped, h, cache = generate_text(
+        model, hidden[:, kept], cache, model.config.max_answer_tokens, stop=ACTION_MARKER,
+        banned=_plan_banned(model), written=written,
+    )
+    plan, h, cache, cut = _end_plan(model, ids, stopped, h, cache, True)
+    drafted, cache = model.extend(action_draft, cache, last=k)  # (1, k, D): the action draft after the new plan
+    bins, _, cache, kept_actions = decode_actions_from_draft(model, torch.cat([h[:, None], drafted], dim=1), cache, action_draft)
+    return plan, bins, cache, cut, kept + kept_actions
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ from playworld.policy.decoding import (
     decode_actions_from_draft,
     decode_actions_unconstrained,
     decode_plan_and_actions,
+    decode_plan_and_actions_from_draft,
     generate_text,
 )
 from playworld.policy.vla import VLA, check_action_tokenizer, robot_prompt, vqa_prompt
@@ -271,6 +272,17 @@ class VLAPolicy:
             return None
         return None if self._last_ids is None else self._last_ids[:, :-1]
 
+    def _plan_draft(self, prompt: torch.Tensor) -> torch.Tensor | None:
+        """The last step's plan as token ids (1, P) of " Plan: <words>. Action:", a draft of this
+        step's, when it fits in the context with the action draft (else None)."""
+        if self.last_plan is None:
+            return None
+        ids = torch.tensor([self.model.plan_ids(self.last_plan)], dtype=torch.long, device=self.device)
+        m = self.model
+        if m.num_prefix_tokens + prompt.shape[1] + ids.shape[1] + m.config.action_dim > m.lm.max_len:
+            return None
+        return ids
+
     def _held_plan_ids(self, prompt: torch.Tensor) -> torch.Tensor:
         """Token ids (1, P) of " Plan: <held plan>. Action:", cached for the episode."""
         if self._plan_ids[0] != self.held_plan:
@@ -310,13 +322,25 @@ class VLAPolicy:
         try:
             cfg = self.model.config
             holding = cfg.plan and self.hold_plan and self.held_plan is not None
-            # a held plan, and a draft of the action, are read in with the prompt, in the one prefix pass
-            draft = self._draft() if holding or not cfg.plan else None
-            then = [t for t in (self._held_plan_ids(prompt) if holding else None, draft) if t is not None]
+            writing = cfg.plan and not holding  # a new plan this step
+            # what is read in with the prompt, in the one prefix pass: a held plan; drafts of the
+            # action and (when a new plan is written) of the plan, from the last step
+            draft = self._draft()
+            plan_draft = self._plan_draft(prompt) if writing and draft is not None else None
+            if writing and plan_draft is None:
+                draft = None
+            then = [t for t in (self._held_plan_ids(prompt) if holding else plan_draft, draft) if t is not None]
             then = torch.cat(then, dim=1) if then else None
-            last = draft.shape[1] + 1 if draft is not None else 0
+            last = 0 if draft is None else draft.shape[1] + 1 + (plan_draft.shape[1] if plan_draft is not None else 0)
             hidden, cache = self.model.prefill(image, prompt, state, wrist, then, last)  # (1, D), KV cache of the prefix
-            if draft is not None:
+            if plan_draft is not None:
+                self.last_plan, bins, _, cut, kept = decode_plan_and_actions_from_draft(
+                    self.model, hidden, cache, plan_draft, draft
+                )
+                self.num_cut_plans += cut
+                self.draft_tokens[0] += kept
+                self.draft_tokens[1] += plan_draft.shape[1] + draft.shape[1]
+            elif draft is not None:
                 bins, _, _, kept = decode_actions_from_draft(self.model, hidden, cache, draft)
                 self.draft_tokens[0] += kept
                 self.draft_tokens[1] += draft.shape[1]
@@ -325,7 +349,7 @@ class VLAPolicy:
             elif holding:
                 bins, _, _ = decode_actions(self.model, hidden, cache, temperature=self.temperature, generator=self.generator)
                 self.last_plan = self.held_plan
-            elif self.model.config.plan:
+            elif writing:
                 self.last_plan, bins, _, cut = decode_plan_and_actions(
                     self.model, hidden, cache, self.temperature, self.generator
                 )
