@@ -745,7 +745,7 @@ def test_the_policy_drafts_with_its_last_action_and_acts_the_same(mode):
 def test_a_draft_of_the_plan_gives_greedy_decodings_plan_and_action(monkeypatch):
     """decode_plan_and_actions_from_draft (a new plan every step, the last one as the draft):
     the same plan and action as plain greedy decoding (float32) when the plan draft is right,
-    wrong from its 4th token, or right with a wrong action draft."""
+    has a wrong or an extra 4th token, or is right with a wrong action draft."""
     from playworld.policy.decoding import decode_plan_and_actions, decode_plan_and_actions_from_draft
 
     m = _model(plan=True).float()
@@ -778,19 +778,22 @@ def test_a_draft_of_the_plan_gives_greedy_decodings_plan_and_action(monkeypatch)
         actions = m.action_ids[want][:, :-1]
         wrong_plan = plan_ids.clone()
         wrong_plan[0, 3] = m.encode_text("blue")[0]
+        longer = torch.cat([plan_ids[:, :3], torch.tensor([m.encode_text("blue")]), plan_ids[:, 3:]], 1)
         wrong_actions = m.action_ids[(want[:, :-1] + 77) % 256]
         p, n = plan_ids.shape[1], actions.shape[1]
         for name, pd, ad, kept_want in (
-            ("right", plan_ids, actions, p + n), ("plan wrong at 3", wrong_plan, actions, None),
+            ("right", plan_ids, actions, p + n),
+            ("plan wrong at 3", wrong_plan, actions, p - 1 + n),  # the rest checked again after token 3
+            ("a word too many at 3", longer, actions, None),  # the rest is off by one: written as usual
             ("actions wrong", plan_ids, wrong_actions, p),
         ):
-            hidden, cache = m.prefill(image, prompt, state, then_ids=torch.cat([pd, ad], 1), last=p + n + 1)
+            hidden, cache = m.prefill(image, prompt, state, then_ids=torch.cat([pd, ad], 1), last=pd.shape[1] + n + 1)
             got_plan, bins, cache, got_cut, kept = decode_plan_and_actions_from_draft(m, hidden, cache, pd, ad)
             assert (got_plan, got_cut) == (plan, False) and torch.equal(bins, want), name
             if kept_want is not None:
                 assert kept == kept_want, (name, kept)
             else:
-                assert 3 <= kept < p + n, (name, kept)
+                assert 3 <= kept < p - 1 + n, (name, kept)
             assert cache.get_seq_length() == m.num_prefix_tokens + prompt.shape[1] + p + n
 
 

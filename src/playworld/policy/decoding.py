@@ -309,11 +309,13 @@ def decode_plan_and_actions_from_draft(
     (the last step's): the drafts were read in the prefix pass (``model.prefill(..., then_ids=
     [plan_draft, action_draft], last=P + k + 1)``), so that pass gives the greedy token at every
     draft position. The plan's draft tokens are kept up to the first one greedy decoding would
-    not write; the plan is written on from there as usual. A plan that came out the same is
-    followed by its action's positions, checked as in :func:`decode_actions_from_draft`;
-    otherwise the action draft is read in again after the new plan and checked there. RT-2's
-    mode - a new plan every step - then costs about what a held plan does while the plan does
-    not change. The result is greedy decoding's, up to the rounding of many-row passes.
+    not write; that position gets greedy decoding's token and the rest of the plan draft (as if
+    one token had been replaced: "x 10 y 12" -> "x 11 y 12") is checked again after it, in one
+    pass, and so on. A plan that ends where its draft did is followed by the action draft's
+    positions, checked as in :func:`decode_actions_from_draft`; otherwise the action draft is
+    read in again after the plan. RT-2's mode - a new plan every step - then costs little more
+    than a held plan while the plan changes little. The result is greedy decoding's (the same
+    stop text and token budget), up to the rounding of many-row passes.
 
     Args:
         hidden: (1, P + k + 1, D) hidden states of the last prompt position and the draft tokens.
@@ -324,26 +326,43 @@ def decode_plan_and_actions_from_draft(
     p, k = plan_draft.shape[1], action_draft.shape[1]
     if hidden.shape[0] != 1 or hidden.shape[1] != p + k + 1:
         raise ValueError(f"expected hidden states (1, {p + k + 1}, D) for the drafts, got {tuple(hidden.shape)}")
-    logits = model.logits(hidden[0, :p], getattr(cache, "image_hidden", None)).float()  # (P, V)
-    logits = logits.masked_fill(_plan_banned(model), float("-inf"))
-    _check_finite(logits)
-    miss = (logits.argmax(-1) != plan_draft[0]).nonzero()
-    kept = int(miss[0]) if len(miss) else p
-    written = plan_draft[0, :kept].tolist()
-    ended = kept == p and model.tokenizer.decode(written).strip().lower().endswith(ACTION_MARKER.lower())
-    if ended:  # the same plan: its action draft was read in after it
-        plan, _, _, _ = _end_plan(model, written, True, hidden[:, p - 1], cache, True)
-        bins, _, cache, kept_actions = decode_actions_from_draft(model, hidden[:, p:], cache, action_draft)
-        return plan, bins, cache, False, kept + kept_actions
-    cache.drop_last(p + k - kept)  # the plan changed at token `kept`: write it on from there
-    if model.config.action_slots:
-        cache.actions_in_cache = cache.actions_in_cache - k
-    ids, stopped, h, cache = generate_text(
-        model, hidden[:, kept], cache, model.config.max_answer_tokens, stop=ACTION_MARKER,
-        banned=_plan_banned(model), written=written,
-    )
-    plan, h, cache, cut = _end_plan(model, ids, stopped, h, cache, True)
-    drafted, cache = model.extend(action_draft, cache, last=k)  # (1, k, D): the action draft after the new plan
+    banned, budget, stop = _plan_banned(model), model.config.max_answer_tokens, ACTION_MARKER.lower()
+    written: list[int] = []  # the plan's tokens so far (greedy decoding's)
+    draft, rows, kept = plan_draft[0].tolist(), hidden, 0  # rows[0, i] predicts the token after written + draft[:i]
+    while True:
+        n = len(draft)
+        logits = model.logits(rows[0, : n + 1], getattr(cache, "image_hidden", None)).float()  # (n + 1, V)
+        logits = logits.masked_fill(banned, float("-inf"))
+        _check_finite(logits)
+        greedy = logits.argmax(-1).tolist()
+        m = 0  # draft tokens of this pass confirmed (they are in the cache and greedy decoding writes them)
+        while True:
+            g = greedy[m]
+            written.append(g)
+            in_cache = m < n and g == draft[m]
+            m += in_cache
+            ended = model.tokenizer.decode(written).strip().lower().endswith(stop)
+            if ended or len(written) >= budget or not in_cache:
+                break
+        kept += m
+        if ended and in_cache and m == n:  # ended where the draft did: the action draft's rows follow
+            plan, _, _, _ = _end_plan(model, written, True, rows[:, n - 1], cache, True)
+            bins, _, cache, kept_actions = decode_actions_from_draft(model, rows[:, n:], cache, action_draft)
+            return plan, bins, cache, False, kept + kept_actions
+        cache.drop_last(n - m + k)  # unconfirmed plan draft tokens and the action draft
+        if model.config.action_slots:
+            cache.actions_in_cache = cache.actions_in_cache - k
+        if ended or len(written) >= budget:
+            if in_cache:
+                h = rows[:, m]  # after g, which the cache holds
+            else:
+                h, cache = model.extend(torch.tensor([[g]], device=rows.device), cache)
+            break
+        draft = draft[m + 1 : m + 1 + budget - len(written)]  # the rest, as if token m had been replaced
+        feed = torch.cat([torch.tensor([g] + draft, device=rows.device), action_draft[0]])[None]
+        rows, cache = model.extend(feed, cache, last=feed.shape[1])
+    plan, h, cache, cut = _end_plan(model, written, ended, h, cache, True)
+    drafted, cache = model.extend(action_draft, cache, last=k)  # (1, k, D): the action draft after the plan
     bins, _, cache, kept_actions = decode_actions_from_draft(model, torch.cat([h[:, None], drafted], dim=1), cache, action_draft)
     return plan, bins, cache, cut, kept + kept_actions
 
