@@ -77,8 +77,8 @@ class VLAPolicy:
             previous step's action tokens in the prefix pass as a draft and keeps those greedy
             decoding would write (speculative decoding with a free draft: consecutive actions
             share most tokens), saving a forward pass per kept token. The same actions, up to
-            the rounding of a many-row pass against one-row steps. Not used while a new plan is
-            written every step, nor at an episode's first step.
+            the rounding of a many-row pass against one-row steps. A model that writes a new plan
+            every step drafts with its last plan too. Not used at an episode's first step.
         drop_unknown_words: tiny backbone only: leave the words the model's vocabulary lacks out of
             prompts instead of reading them as ``<unk>`` (a word never seen in training carries
             nothing a from-scratch model can use; "grab the red cube and raise it" is read as "the
@@ -136,7 +136,7 @@ class VLAPolicy:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.action_tokenizer: ActionTokenizer = model.config.get_action_tokenizer()
         self._prompt_ids: dict[str, torch.Tensor] = {}
-        self._plan_ids: tuple = (None, None)  # (held plan, its ids)
+        self._plan_cache: tuple = (None, None)  # (plan, its token ids)
         self._warned_resize = False
         self.step_seconds: list[float] = []
         self.num_fallbacks = 0
@@ -272,25 +272,24 @@ class VLAPolicy:
             return None
         return None if self._last_ids is None else self._last_ids[:, :-1]
 
+    def _plan_ids(self, plan: str, prompt: torch.Tensor) -> torch.Tensor | None:
+        """Token ids (1, P) of " Plan: <plan>. Action:" (cached for the last plan asked), or None
+        when they and the action do not fit in the model's context after ``prompt``."""
+        if self._plan_cache[0] != plan:
+            self._plan_cache = (plan, torch.tensor([self.model.plan_ids(plan)], dtype=torch.long, device=self.device))
+        ids, m = self._plan_cache[1], self.model
+        fits = m.num_prefix_tokens + prompt.shape[1] + ids.shape[1] + m.config.action_dim <= m.lm.max_len
+        return ids if fits else None
+
     def _plan_draft(self, prompt: torch.Tensor) -> torch.Tensor | None:
-        """The last step's plan as token ids (1, P) of " Plan: <words>. Action:", a draft of this
-        step's, when it fits in the context with the action draft (else None)."""
-        if self.last_plan is None:
-            return None
-        ids = torch.tensor([self.model.plan_ids(self.last_plan)], dtype=torch.long, device=self.device)
-        m = self.model
-        if m.num_prefix_tokens + prompt.shape[1] + ids.shape[1] + m.config.action_dim > m.lm.max_len:
-            return None
-        return ids
+        """The last step's plan (1, P), a draft of this step's; None at an episode's first step or
+        when it does not fit."""
+        return None if self.last_plan is None else self._plan_ids(self.last_plan, prompt)
 
     def _held_plan_ids(self, prompt: torch.Tensor) -> torch.Tensor:
-        """Token ids (1, P) of " Plan: <held plan>. Action:", cached for the episode."""
-        if self._plan_ids[0] != self.held_plan:
-            ids = torch.tensor([self.model.plan_ids(self.held_plan)], dtype=torch.long, device=self.device)
-            self._plan_ids = (self.held_plan, ids)
-        ids = self._plan_ids[1]
-        m = self.model
-        if m.num_prefix_tokens + prompt.shape[1] + ids.shape[1] + m.config.action_dim > m.lm.max_len:
+        """Token ids (1, P) of the held plan, read in after the prompt."""
+        ids = self._plan_ids(self.held_plan, prompt)
+        if ids is None:
             raise ActionDecodeError(f"the plan {self.held_plan!r} does not fit in the model's sequence length.")
         return ids
 
