@@ -19,8 +19,9 @@ language questions keep the full vocabulary". Text (answers, plans) is decoded g
   then the constrained action tokens.
 - :func:`decode_plan_and_actions_from_draft` - the same, greedy, checking the last step's plan
   and action as a draft: a plan that does not change costs about what a held plan does.
-- :func:`decode_actions_after_plan` - a given plan read in (not decoded), then the constrained
-  action tokens: a policy that holds its first plan for the whole episode.
+- :func:`decode_actions_after_plan` - a given plan read in (not decoded) on the cache, then the
+  constrained action tokens (``VLAPolicy`` reads a held plan in its prefix pass instead, with
+  ``VLA.prefill(..., then_ids=plan)``: the same numbers in one pass).
 
 All functions continue from a prefix run with ``model.prefill`` (last hidden state + KV cache).
 
