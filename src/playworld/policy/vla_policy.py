@@ -265,12 +265,16 @@ class VLAPolicy:
             self._prompt_ids[prompt] = ids
         return ids
 
-    def _draft(self) -> torch.Tensor | None:
+    def _draft(self, prompt: torch.Tensor) -> torch.Tensor | None:
         """The last action's first ``action_dim - 1`` token ids (1, action_dim - 1) as a draft of
-        this one, when drafting applies (greedy, constrained, fast, not an episode's first step)."""
-        if not (self.draft_actions and self.fast and self.constrained and self.temperature == 0):
+        this one, when drafting applies (greedy, constrained, fast, not an episode's first step,
+        room in the context after ``prompt``; a plan's room is checked with the plan)."""
+        if not (self.draft_actions and self.fast and self.constrained and self.temperature == 0) or self._last_ids is None:
             return None
-        return None if self._last_ids is None else self._last_ids[:, :-1]
+        m = self.model
+        if m.num_prefix_tokens + prompt.shape[1] + m.config.action_dim > m.lm.max_len:
+            return None
+        return self._last_ids[:, :-1]
 
     def _plan_ids(self, plan: str, prompt: torch.Tensor) -> torch.Tensor | None:
         """Token ids (1, P) of " Plan: <plan>. Action:" (cached for the last plan asked), or None
@@ -324,7 +328,7 @@ class VLAPolicy:
             writing = cfg.plan and not holding  # a new plan this step
             # what is read in with the prompt, in the one prefix pass: a held plan; drafts of the
             # action and (when a new plan is written) of the plan, from the last step
-            draft = self._draft()
+            draft = self._draft(prompt)
             plan_draft = self._plan_draft(prompt) if writing and draft is not None else None
             if writing and plan_draft is None:
                 draft = None
