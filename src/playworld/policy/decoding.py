@@ -330,6 +330,7 @@ def decode_plan_and_actions_from_draft(
     banned, budget, stop = _plan_banned(model), model.config.max_answer_tokens, ACTION_MARKER.lower()
     written: list[int] = []  # the plan's tokens so far (greedy decoding's)
     draft, rows, kept = plan_draft[0].tolist(), hidden, 0  # rows[0, i] predicts the token after written + draft[:i]
+    fed = k  # action draft tokens read in after the plan draft in this pass
     while True:
         n = len(draft)
         logits = model.logits(rows[0, : n + 1], getattr(cache, "image_hidden", None)).float()  # (n + 1, V)
@@ -350,9 +351,9 @@ def decode_plan_and_actions_from_draft(
             plan, _, _, _ = _end_plan(model, written, True, rows[:, n - 1], cache, True)
             bins, _, cache, kept_actions = decode_actions_from_draft(model, rows[:, n:], cache, action_draft)
             return plan, bins, cache, False, kept + kept_actions
-        cache.drop_last(n - m + k)  # unconfirmed plan draft tokens and the action draft
+        cache.drop_last(n - m + fed)  # unconfirmed plan draft tokens and the action draft
         if model.config.action_slots:
-            cache.actions_in_cache = cache.actions_in_cache - k
+            cache.actions_in_cache = cache.actions_in_cache - fed
         if ended or len(written) >= budget:
             if in_cache:
                 h = rows[:, m]  # after g, which the cache holds
@@ -360,7 +361,8 @@ def decode_plan_and_actions_from_draft(
                 h, cache = model.extend(torch.tensor([[g]], device=rows.device), cache)
             break
         draft = draft[m + 1 : m + 1 + budget - len(written)]  # the rest, as if token m had been replaced
-        feed = torch.cat([torch.tensor([g] + draft, device=rows.device), action_draft[0]])[None]
+        fed = k if draft else 0  # no plan draft left: a plain one-token step
+        feed = torch.cat([torch.tensor([g] + draft, device=rows.device), action_draft[0, :fed]])[None]
         rows, cache = model.extend(feed, cache, last=feed.shape[1])
     plan, h, cache, cut = _end_plan(model, written, ended, h, cache, True)
     drafted, cache = model.extend(action_draft, cache, last=k)  # (1, k, D): the action draft after the plan
