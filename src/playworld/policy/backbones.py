@@ -542,22 +542,19 @@ class HFLanguageModel(nn.Module):
             packs = getattr(layer, "_playworld_int8", None) if t == 1 else None
             if packs is not None and (packs[1] != _int8_key(layer) or packs[0][0][1].dtype != h.dtype):
                 packs = None  # cast or replaced since, or activations of another dtype: the float weights
-            if packs is not None:  # one-token step on the int8 copies (quantize_decode_int8)
-                p_qkv, p_o, p_gu, p_down = packs[0]
-                nq = attn.q_proj.weight.shape[0] // hd
-                qkv = _int8_linear(h, p_qkv).view(b, t, -1, hd).transpose(1, 2)  # (B, H + 2 Hkv, 1, hd)
-                nk = (qkv.shape[1] - nq) // 2
-                qk = qkv[:, : nq + nk] * cos[:, None] + rotate_half(qkv[:, : nq + nk]) * sin[:, None]
-                q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nk :]
-                k, v = cache.update(k, v, i)  # (B, Hkv, past + 1, hd)
-                y = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=True)  # (B, H, 1, hd)
-                x = x + _int8_linear(y.transpose(1, 2).reshape(b, t, -1), p_o)
-                gate, up = _int8_linear(layer.post_attention_layernorm(x), p_gu).chunk(2, dim=-1)
-                x = x + _int8_linear(mlp.act_fn(gate) * up, p_down)
-                continue
-            if fused is not None:
+            # the joined q/k/v and gate/up products, and o and down: int8 copies on a one-token step
+            # (quantize_decode_int8), else the fused float weights, else the separate modules
+            if packs is not None:
+                qkv_proj, o_proj, gate_up_proj, down_proj = (functools.partial(_int8_linear, pack=p) for p in packs[0])
+            elif fused is not None:
+                qkv_proj, gate_up_proj = functools.partial(F.linear, weight=fused[0]), functools.partial(F.linear, weight=fused[1])
+                o_proj, down_proj = attn.o_proj, mlp.down_proj
+            else:
+                qkv_proj = gate_up_proj = None
+                o_proj, down_proj = attn.o_proj, mlp.down_proj
+            if qkv_proj is not None:
                 nq = attn.q_proj.weight.shape[0] // hd  # query heads
-                qkv = F.linear(h, fused[0]).view(b, t, -1, hd).transpose(1, 2)  # (B, H + 2 Hkv, T, hd)
+                qkv = qkv_proj(h).view(b, t, -1, hd).transpose(1, 2)  # (B, H + 2 Hkv, T, hd)
                 nk = (qkv.shape[1] - nq) // 2
                 # rotary on queries and keys at once: they are adjacent heads here
                 qk = qkv[:, : nq + nk] * cos[:, None] + rotate_half(qkv[:, : nq + nk]) * sin[:, None]
@@ -571,13 +568,13 @@ class HFLanguageModel(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, scale=attn.scaling, is_causal=t > 1 and not past, enable_gqa=True
             )  # (B, H, T, hd)
-            x = x + attn.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+            x = x + o_proj(y.transpose(1, 2).reshape(b, t, -1))
             h = layer.post_attention_layernorm(x)
-            if fused is not None:
-                gate, up = F.linear(h, fused[1]).chunk(2, dim=-1)
+            if gate_up_proj is not None:
+                gate, up = gate_up_proj(h).chunk(2, dim=-1)
             else:
                 gate, up = mlp.gate_proj(h), mlp.up_proj(h)
-            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+            x = x + down_proj(mlp.act_fn(gate) * up)
         return model.norm(x)
 
 

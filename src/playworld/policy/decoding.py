@@ -127,9 +127,7 @@ def decode_actions_from_draft(model: VLA, hidden: Tensor, cache: Any, draft_ids:
         greedy = logits.argmax(-1)  # greedy bin at each position, given the draft tokens before it
         miss = (greedy[:k] != draft[done : done + k]).nonzero()
         kept = int(miss[0]) if len(miss) else k
-        cache.drop_last(k - kept)  # the draft tokens after the first miss were never written
-        if model.config.action_slots:
-            cache.actions_in_cache = cache.actions_in_cache - (k - kept)
+        model.drop_last(cache, k - kept, actions=k - kept)  # the draft tokens after the first miss were never written
         bins.append(greedy[: kept + 1])  # the kept draft tokens, then greedy decoding's own token
         kept_total += kept
         done += kept + 1
@@ -351,9 +349,7 @@ def decode_plan_and_actions_from_draft(
             plan, _, _, _ = _end_plan(model, written, True, rows[:, n - 1], cache, True)
             bins, _, cache, kept_actions = decode_actions_from_draft(model, rows[:, n:], cache, action_draft)
             return plan, bins, cache, False, kept + kept_actions
-        cache.drop_last(n - m + fed)  # unconfirmed plan draft tokens and the action draft
-        if model.config.action_slots:
-            cache.actions_in_cache = cache.actions_in_cache - fed
+        model.drop_last(cache, n - m + fed, actions=fed)  # unconfirmed plan draft tokens and the action draft
         if ended or len(written) >= budget:
             if in_cache:
                 h = rows[:, m]  # after g, which the cache holds

@@ -706,6 +706,13 @@ class VLA(PretrainedModel):
             cache.actions_in_cache = before + (self.bin_of[ids] >= 0).sum(1)  # (B,)
         return (hidden[:, -last:] if last else hidden[:, -1]), cache
 
+    def drop_last(self, cache: Any, n: int, actions: int = 0) -> None:
+        """Forget the last ``n`` tokens fed to ``cache`` (rejected draft tokens), ``actions`` of
+        them action tokens (the action slots of later tokens count without them)."""
+        cache.drop_last(n)
+        if self.config.action_slots:
+            cache.actions_in_cache = cache.actions_in_cache - actions
+
     # -- text <-> ids ------------------------------------------------------------------------------
 
     def encode_text(self, text: str) -> list[int]:

@@ -332,10 +332,13 @@ class VLAPolicy:
             plan_draft = self._plan_draft(prompt) if writing and draft is not None else None
             if writing and plan_draft is None:
                 draft = None
-            then = [t for t in (self._held_plan_ids(prompt) if holding else plan_draft, draft) if t is not None]
-            then = torch.cat(then, dim=1) if then else None
-            last = 0 if draft is None else draft.shape[1] + 1 + (plan_draft.shape[1] if plan_draft is not None else 0)
-            hidden, cache = self.model.prefill(image, prompt, state, wrist, then, last)  # (1, D), KV cache of the prefix
+            if holding:
+                self.last_plan = self.held_plan
+            read = [t for t in (self._held_plan_ids(prompt) if holding else None, plan_draft, draft) if t is not None]
+            drafted = sum(t.shape[1] for t in (plan_draft, draft) if t is not None)  # the draft positions' states too
+            hidden, cache = self.model.prefill(
+                image, prompt, state, wrist, torch.cat(read, dim=1) if read else None, drafted + 1 if drafted else 0
+            )  # (1, D) or (1, drafted + 1, D), KV cache of the prefix
             if plan_draft is not None:
                 self.last_plan, bins, _, cut, kept = decode_plan_and_actions_from_draft(
                     self.model, hidden, cache, plan_draft, draft
@@ -347,11 +350,8 @@ class VLAPolicy:
                 bins, _, _, kept = decode_actions_from_draft(self.model, hidden, cache, draft)
                 self.draft_tokens[0] += kept
                 self.draft_tokens[1] += draft.shape[1]
-                if holding:
-                    self.last_plan = self.held_plan
-            elif holding:
+            elif holding:  # the held plan was read in: its actions, constrained as the plan models always are
                 bins, _, _ = decode_actions(self.model, hidden, cache, temperature=self.temperature, generator=self.generator)
-                self.last_plan = self.held_plan
             elif writing:
                 self.last_plan, bins, _, cut = decode_plan_and_actions(
                     self.model, hidden, cache, self.temperature, self.generator
